@@ -1,0 +1,430 @@
+"""The stack's configuration as one typed, validated object.
+
+Everything the program and the templates need comes from `ClusterConfig`, built once from the raw stack
+configuration (Pulumi config, or a Pulumi.<stack>.yaml read from disk by the render command and the lab).
+Every check runs here, before any resource exists, and every error names the config key that is wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+PROJECT = "pgpool-ha"
+
+# Linux refuses interface names longer than 15 bytes (IFNAMSIZ - 1), empty, "." / "..", or with "/",
+# ":" (alias syntax) or white space.
+_IFNAME = re.compile(r"^(?!\.{1,2}$)[^/:\s]{1,15}$")
+_HOSTNAME = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_SSH_KEY_TYPES = {
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+}
+
+# What each package source ships, as (PostgreSQL major, pgpool-II major.minor) pairs. PGDG carries only the newest
+# pgpool-II; Debian 12 ships 4.3 (built for PostgreSQL 15); Ubuntu 24.04 ships 4.3 for PostgreSQL 16.
+PGDG_PGPOOL = "4.7"
+DISTRIBUTION_SHIPS: dict[str, tuple[int, str]] = {
+    "debian-12": (15, "4.3"),
+    "ubuntu-24.04": (16, "4.3"),
+    "ubuntu-22.04": (14, "4.1"),
+}
+SUPPORTED_PGPOOL = ("4.3", "4.4", "4.5", "4.6", "4.7")
+MIN_MEMORY_MIB = 1024
+MIN_DISK_GIB = 8
+PASSWORD_KEYS = ("postgresPassword", "replicationPassword", "pgpoolPassword", "pcpPassword")
+
+
+class ConfigError(ValueError):
+    """Bad stack configuration. The message names every offending key."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, validate_default=True
+    )
+
+
+class Node(_Model):
+    """One database server: PostgreSQL, pgpool-II and its watchdog."""
+
+    name: str
+    address: ipaddress.IPv4Address
+    # Where the provisioning SSH connects (existing hosts may be reached on another address than the cluster one).
+    ssh_host: str | None = None
+    # libvirt mode: the hypervisor this node's VM lives on (one URI per node spreads the VMs over hosts).
+    libvirt_uri: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _valid_hostname(cls, value: str) -> str:
+        if not _HOSTNAME.match(value):
+            raise ValueError(f"{value!r} is not a valid host name (lowercase letters, digits, '-', max 63)")
+        return value
+
+    @property
+    def connect_host(self) -> str:
+        return self.ssh_host or str(self.address)
+
+
+class EgressNetwork(_Model):
+    """NAT network for package installs, separate from the cluster network."""
+
+    name: str = "pgha-egress"
+    subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("192.168.150.0/24")
+
+
+class Libvirt(_Model):
+    uri: str = "qemu:///system"
+    pool: str = "default"
+    base_image: str = "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2"
+    vcpu: int = Field(default=2, ge=1)
+    memory_mib: int = 2048
+    disk_gib: int = 20
+    domain_type: Literal["kvm", "qemu"] = "kvm"
+    network_name: str = "pgha-cluster"
+    egress: EgressNetwork = EgressNetwork()
+
+    @field_validator("memory_mib")
+    @classmethod
+    def _memory(cls, value: int) -> int:
+        if value < MIN_MEMORY_MIB:
+            raise ValueError(f"{value} MiB is below the minimum of {MIN_MEMORY_MIB} MiB for PostgreSQL + pgpool")
+        return value
+
+    @field_validator("disk_gib")
+    @classmethod
+    def _disk(cls, value: int) -> int:
+        if value < MIN_DISK_GIB:
+            raise ValueError(f"{value} GiB is below the minimum of {MIN_DISK_GIB} GiB")
+        return value
+
+
+class ExistingHosts(_Model):
+    """Servers that already exist: the program provisions them over SSH and creates no VM."""
+
+    ssh_user: str = "admin"
+    # Path to the private key on the machine running Pulumi; or set the secret key `sshPrivateKey` instead.
+    ssh_private_key_path: str | None = None
+    ssh_port: int = Field(default=22, ge=1, le=65535)
+
+
+class PostgreSQL(_Model):
+    version: int = Field(default=15, ge=12, le=18)
+    port: int = Field(default=5432, ge=1, le=65535)
+    synchronous_replication: bool = False
+    max_wal_senders: int = Field(default=10, ge=3)
+    max_replication_slots: int = Field(default=10, ge=3)
+    wal_keep_size_mb: int = Field(default=1024, ge=0)
+    replication_user: str = "repl"
+    # pgpool's health-check / streaming-check user (gets pg_monitor).
+    check_user: str = "pgpool"
+    # pgpool's online-recovery user: must be a superuser (pgpool_recovery functions).
+    recovery_user: str = "postgres"
+
+
+class PgpoolTuning(_Model):
+    """Failure-detection timing. Defaults are the walkthrough's; `profile: tuned` in the stack picks faster ones."""
+
+    health_check_period: int = Field(default=5, ge=1)
+    health_check_timeout: int = Field(default=30, ge=1)
+    health_check_max_retries: int = Field(default=3, ge=0)
+    health_check_retry_delay: int = Field(default=1, ge=0)
+    connect_timeout_ms: int = Field(default=10000, ge=100)
+    wd_interval: int = Field(default=10, ge=1)
+    wd_heartbeat_keepalive: int = Field(default=2, ge=1)
+    wd_heartbeat_deadtime: int = Field(default=30, ge=1)
+    # Distinct watchdog priorities (first node highest) avoid leader-election rounds after a leader is lost.
+    distinct_wd_priority: bool = False
+
+    @model_validator(mode="after")
+    def _deadtime_after_keepalive(self) -> PgpoolTuning:
+        if self.wd_heartbeat_deadtime <= self.wd_heartbeat_keepalive:
+            raise ValueError("wdHeartbeatDeadtime must be longer than wdHeartbeatKeepalive")
+        return self
+
+
+PROFILES: dict[str, PgpoolTuning] = {
+    "walkthrough": PgpoolTuning(),
+    "tuned": PgpoolTuning(
+        health_check_period=1,
+        health_check_timeout=2,
+        health_check_max_retries=1,
+        health_check_retry_delay=1,
+        connect_timeout_ms=1000,
+        wd_interval=2,
+        wd_heartbeat_keepalive=1,
+        wd_heartbeat_deadtime=3,
+        distinct_wd_priority=True,
+    ),
+}
+
+
+class Pgpool(_Model):
+    version: str = "4.3"
+    port: int = Field(default=9999, ge=1, le=65535)
+    pcp_port: int = Field(default=9898, ge=1, le=65535)
+    wd_port: int = Field(default=9000, ge=1, le=65535)
+    heartbeat_port: int = Field(default=9694, ge=1, le=65535)
+    use_watchdog: bool = True
+    load_balance: bool = True
+    # pgpool_status remembers which backends were detached. Discarding it at start (-D) can bring a stale old
+    # primary back into service (pgpool's docs warn of split-brain), so the safe default keeps it.
+    discard_status_file: bool = False
+    profile: Literal["walkthrough", "tuned"] = "walkthrough"
+    tuning: PgpoolTuning | None = None
+    num_init_children: int = Field(default=32, ge=1)
+    max_pool: int = Field(default=4, ge=1)
+    log_min_messages: Literal["debug1", "info", "notice", "warning", "error", "log"] = "warning"
+    pcp_user: str = "pgpool"
+
+    @field_validator("version")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        if value not in SUPPORTED_PGPOOL:
+            raise ValueError(f"pgpool-II {value!r} is not supported; use one of {', '.join(SUPPORTED_PGPOOL)}")
+        return value
+
+    @property
+    def timing(self) -> PgpoolTuning:
+        """The tuning in force: explicit `tuning` wins over the named profile."""
+        return self.tuning or PROFILES[self.profile]
+
+    @property
+    def major(self) -> tuple[int, int]:
+        major, minor = self.version.split(".")
+        return int(major), int(minor)
+
+
+class Firewall(_Model):
+    enabled: bool = True
+    # Extra source networks allowed to reach pgpool (clients); the cluster subnet is always allowed.
+    client_networks: tuple[ipaddress.IPv4Network, ...] = ()
+
+
+IPv4Range = Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+\.\d+-\d+\.\d+\.\d+\.\d+$")]
+
+
+class ClusterConfig(_Model):
+    """The whole stack configuration. Field names are the config keys in camelCase."""
+
+    cluster_name: str = "pgha"
+    mode: Literal["libvirt", "existing"] = "libvirt"
+    os_release: Literal["debian-12", "ubuntu-24.04", "ubuntu-22.04"] = "debian-12"
+    nodes: tuple[Node, ...] = (
+        Node(name="server1", address=ipaddress.IPv4Address("192.168.137.11")),
+        Node(name="server2", address=ipaddress.IPv4Address("192.168.137.12")),
+        Node(name="server3", address=ipaddress.IPv4Address("192.168.137.13")),
+    )
+    subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("192.168.137.0/24")
+    gateway: ipaddress.IPv4Address | None = None
+    dhcp_range: IPv4Range | None = None
+    vip: ipaddress.IPv4Address = ipaddress.IPv4Address("192.168.137.150")
+    vip_interface: str = "enp0s8"
+    admin_user: str = "admin"
+    ssh_public_keys: tuple[str, ...] = ()
+    package_source: Literal["distribution", "pgdg", "preinstalled"] = "distribution"
+    libvirt: Libvirt = Libvirt()
+    existing_hosts: ExistingHosts = ExistingHosts()
+    postgresql: PostgreSQL = PostgreSQL()
+    pgpool: Pgpool = Pgpool()
+    firewall: Firewall = Firewall()
+
+    @field_validator("cluster_name")
+    @classmethod
+    def _cluster_name(cls, value: str) -> str:
+        if not _HOSTNAME.match(value):
+            raise ValueError(f"{value!r}: use lowercase letters, digits and '-'")
+        return value
+
+    @field_validator("vip_interface")
+    @classmethod
+    def _ifname(cls, value: str) -> str:
+        if not _IFNAME.match(value):
+            raise ValueError(f"{value!r} is not an interface name Linux accepts (1-15 chars, no '/', ':' or space)")
+        return value
+
+    @field_validator("ssh_public_keys")
+    @classmethod
+    def _ssh_keys(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
+        for index, key in enumerate(keys):
+            _check_public_key(key, index)
+        return keys
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ClusterConfig:
+        errors: list[str] = []
+        net = self.subnet
+        names = [n.name for n in self.nodes]
+        addresses = [n.address for n in self.nodes]
+        if len(self.nodes) < 3:
+            errors.append(f"nodes: {len(self.nodes)} node(s); a highly available cluster needs at least 3")
+        elif self.pgpool.use_watchdog and len(self.nodes) % 2 == 0:
+            errors.append(f"nodes: {len(self.nodes)} nodes; the watchdog needs an odd count for a quorum")
+        for dup in sorted({n for n in names if names.count(n) > 1}):
+            errors.append(f"nodes: duplicate node name {dup!r}")
+        for dup in sorted({a for a in addresses if addresses.count(a) > 1}):
+            errors.append(f"nodes: duplicate node address {dup}")
+        for index, node in enumerate(self.nodes):
+            if node.address not in net:
+                errors.append(f"nodes[{index}].address: {node.address} ({node.name}) is outside subnet {net}")
+            elif node.address in (net.network_address, net.broadcast_address):
+                errors.append(f"nodes[{index}].address: {node.address} is the network or broadcast address")
+        gateway = self.gateway_address
+        if gateway not in net:
+            errors.append(f"gateway: {gateway} is outside subnet {net}")
+        if gateway in addresses:
+            errors.append(f"gateway: {gateway} is also a node's address")
+        vip = self.vip
+        if vip not in net:
+            errors.append(f"vip: {vip} is outside subnet {net}; the watchdog can only bring it up on {net}")
+        elif vip == net.network_address:
+            errors.append(f"vip: {vip} is the network address of {net}")
+        elif vip == net.broadcast_address:
+            errors.append(f"vip: {vip} is the broadcast address of {net}")
+        elif vip == gateway:
+            errors.append(f"vip: {vip} is the gateway address")
+        for node in self.nodes:
+            if vip == node.address:
+                errors.append(f"vip: {vip} is node {node.name}'s address")
+        if self.dhcp_range is not None:
+            start, end = self.dhcp_bounds
+            if start not in net or end not in net or start > end:
+                errors.append(f"dhcpRange: {self.dhcp_range} is not an ordered range inside {net}")
+            elif start <= vip <= end:
+                errors.append(f"vip: {vip} is inside dhcpRange {self.dhcp_range}; DHCP could hand it out")
+            for node in self.nodes:
+                if start <= node.address <= end:
+                    errors.append(f"dhcpRange: includes node {node.name}'s static address {node.address}")
+        if net.overlaps(self.libvirt.egress.subnet) and self.mode == "libvirt":
+            errors.append(f"libvirt.egress.subnet: {self.libvirt.egress.subnet} overlaps subnet {net}")
+        errors.extend(self._package_errors())
+        if self.mode == "existing" and any(n.libvirt_uri for n in self.nodes):
+            errors.append("nodes[].libvirtUri: only meaningful with mode 'libvirt'")
+        if errors:
+            raise ValueError("\n".join(errors))
+        return self
+
+    def _package_errors(self) -> list[str]:
+        pg, pgpool = self.postgresql.version, self.pgpool.version
+        if self.package_source == "pgdg" and pgpool != PGDG_PGPOOL:
+            return [
+                f"pgpool.version: pgpool-II {pgpool} with packageSource 'pgdg': the PGDG repository carries only "
+                f"pgpool-II {PGDG_PGPOOL}; use packageSource 'distribution' ({self.os_release}) or version "
+                f"{PGDG_PGPOOL}"
+            ]
+        if self.package_source == "distribution":
+            ships_pg, ships_pgpool = DISTRIBUTION_SHIPS[self.os_release]
+            if (pg, pgpool) != (ships_pg, ships_pgpool):
+                return [
+                    f"postgresql.version/pgpool.version: {self.os_release} ships PostgreSQL {ships_pg} with "
+                    f"pgpool-II {ships_pgpool}, not PostgreSQL {pg} with pgpool-II {pgpool} "
+                    f"(osRelease, packageSource)"
+                ]
+        if self.pgpool.major < (4, 2):
+            return [f"pgpool.version: {pgpool} lacks the 4.2+ settings the program renders"]
+        return []
+
+    # Derived values used by components and templates.
+    @property
+    def gateway_address(self) -> ipaddress.IPv4Address:
+        return self.gateway or next(self.subnet.hosts())
+
+    @property
+    def dhcp_bounds(self) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
+        assert self.dhcp_range is not None
+        start, end = self.dhcp_range.split("-")
+        return ipaddress.IPv4Address(start), ipaddress.IPv4Address(end)
+
+    @property
+    def prefix_length(self) -> int:
+        return self.subnet.prefixlen
+
+    @property
+    def primary_node(self) -> Node:
+        """The node bootstrapped as the first primary; any node can be primary later."""
+        return self.nodes[0]
+
+    @property
+    def standby_nodes(self) -> tuple[Node, ...]:
+        return self.nodes[1:]
+
+    @property
+    def pg_data_directory(self) -> str:
+        return f"/var/lib/postgresql/{self.postgresql.version}/main"
+
+    @property
+    def pg_config_directory(self) -> str:
+        return f"/etc/postgresql/{self.postgresql.version}/main"
+
+    @property
+    def pg_bin_directory(self) -> str:
+        return f"/usr/lib/postgresql/{self.postgresql.version}/bin"
+
+    @property
+    def pgpool_endpoint(self) -> str:
+        return f"{self.vip}:{self.pgpool.port}"
+
+
+def _check_public_key(key: str, index: int) -> None:
+    parts = key.split()
+    where = f"sshPublicKeys[{index}]"
+    if len(parts) < 2 or parts[0] not in _SSH_KEY_TYPES:
+        raise ValueError(f"{where}: not an OpenSSH public key (expected '<type> <base64> [comment]')")
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"{where}: the key body is not valid base64") from exc
+    # The blob starts with the length-prefixed key type; it must repeat the declared type.
+    declared = parts[0].encode()
+    if len(blob) < 4 + len(declared) or blob[4 : 4 + len(declared)] != declared:
+        raise ValueError(f"{where}: the key body does not match its type {parts[0]}")
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += ("." if text else "") + to_camel(part)
+    return text
+
+
+def parse_config(raw: Mapping[str, Any]) -> ClusterConfig:
+    """Validate raw stack config (keys without the project prefix) into a ClusterConfig, or raise ConfigError.
+
+    `raw` holds the plain (non-secret) values only: a password key found here was given in clear text.
+    """
+    lines = [
+        f"{PROJECT}:{key}: given in clear text; set it with `pulumi config set --secret {key}` "
+        "or leave it out to have a random one generated"
+        for key in (*PASSWORD_KEYS, "sshPrivateKey")
+        if key in raw
+    ]
+    data = {k: v for k, v in raw.items() if k not in PASSWORD_KEYS and k != "sshPrivateKey"}
+    try:
+        config = ClusterConfig.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            key = _location(tuple(error["loc"]))
+            message = error["msg"].removeprefix("Value error, ")
+            if key:
+                lines.append(f"{PROJECT}:{key}: {message}")
+            else:  # whole-config checks already start each line with the key they are about
+                lines.extend(f"{PROJECT}:{line}" for line in message.splitlines())
+    if lines:
+        raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(lines))
+    return config
