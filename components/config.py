@@ -95,6 +95,9 @@ class Libvirt(_Model):
     disk_gib: int = 20
     domain_type: Literal["kvm", "qemu"] = "kvm"
     network_name: str = "pgha-cluster"
+    # An isolated libvirt network only connects VMs on one hypervisor. With VMs on several hypervisors the cluster
+    # network must be a host bridge that exists on each of them (attached to one L2 segment): name it here.
+    cluster_bridge: str | None = None
     egress: EgressNetwork = EgressNetwork()
 
     @field_validator("memory_mib")
@@ -311,6 +314,13 @@ class ClusterConfig(_Model):
         if net.overlaps(self.libvirt.egress.subnet) and self.mode == "libvirt":
             errors.append(f"libvirt.egress.subnet: {self.libvirt.egress.subnet} overlaps subnet {net}")
         errors.extend(self._package_errors())
+        if self.mode == "libvirt" and len(self.hypervisor_uris) > 1 and not self.libvirt.cluster_bridge:
+            errors.append(
+                "libvirt.clusterBridge: nodes sit on several hypervisors (nodes[].libvirtUri); an isolated libvirt "
+                "network cannot join them: name the host bridge of the shared cluster segment"
+            )
+        if self.mode == "libvirt" and not self.ssh_public_keys:
+            errors.append("sshPublicKeys: mode 'libvirt' needs at least one key for the admin user of the new VMs")
         if self.mode == "existing" and any(n.libvirt_uri for n in self.nodes):
             errors.append("nodes[].libvirtUri: only meaningful with mode 'libvirt'")
         if errors:
@@ -347,6 +357,14 @@ class ClusterConfig(_Model):
         assert self.dhcp_range is not None
         start, end = self.dhcp_range.split("-")
         return ipaddress.IPv4Address(start), ipaddress.IPv4Address(end)
+
+    def hypervisor_uri(self, node: Node) -> str:
+        return node.libvirt_uri or self.libvirt.uri
+
+    @property
+    def hypervisor_uris(self) -> tuple[str, ...]:
+        """Distinct hypervisor URIs in node order: one libvirt provider each."""
+        return tuple(dict.fromkeys(self.hypervisor_uri(n) for n in self.nodes))
 
     @property
     def prefix_length(self) -> int:

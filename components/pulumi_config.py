@@ -1,0 +1,74 @@
+"""Reading the stack configuration through the Pulumi engine: the same validation as components.stack, plus the
+checks only the engine can make (which values were stored encrypted)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pulumi
+
+from .config import PASSWORD_KEYS, PROJECT, ClusterConfig, ConfigError, parse_config
+from .stack import declared_keys, is_unset
+
+SECRET_KEYS = (*PASSWORD_KEYS, "sshPrivateKey")
+
+
+def read_stack_config() -> ClusterConfig:
+    """Validate the stack's config into a ClusterConfig, or raise ConfigError naming every bad key."""
+    config = pulumi.Config(PROJECT)
+    declared = declared_keys()
+    present = _present_keys()
+    problems = [
+        f"{PROJECT}:{key}: not a key this program reads (see Pulumi.yaml)" for key in sorted(present - set(declared))
+    ]
+    # A secret given in clear text must fail even though the engine would happily read it.
+    problems += [
+        f"{PROJECT}:{key}: given in clear text; set it with `pulumi config set --secret {key}` "
+        "or leave it out to have a random one generated"
+        for key in SECRET_KEYS
+        if key in present and not pulumi.runtime.is_config_secret(f"{PROJECT}:{key}") and config.get(key)
+    ]
+    if problems:
+        raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(problems))
+    raw = {}
+    for key in declared:
+        if key in SECRET_KEYS:
+            continue
+        value = config.get_object(key) if key in present else None
+        if not is_unset(value):
+            raw[key] = value
+    return parse_config(raw)
+
+
+def _present_keys() -> set[str]:
+    """Bare keys of this project that the stack (or Pulumi.yaml's defaults) sets."""
+    keys = set(pulumi.runtime.config.CONFIG.get()) | set(pulumi.runtime.get_config_env())
+    return {key.split(":", 1)[1] for key in keys if key.startswith(f"{PROJECT}:")}
+
+
+def optional_secret(key: str) -> pulumi.Output[str] | None:
+    """A secret config value, or None when unset (empty)."""
+    if not pulumi.Config(PROJECT).get(key):
+        return None
+    return pulumi.Config(PROJECT).require_secret(key)
+
+
+def admin_private_key(config: ClusterConfig) -> pulumi.Output[str]:
+    """The private key provisioning connects with: secret config `sshPrivateKey`, or existingHosts.sshPrivateKeyPath."""
+    value = optional_secret("sshPrivateKey")
+    if value is not None:
+        return value
+    path = config.existing_hosts.ssh_private_key_path if config.mode == "existing" else None
+    if path:
+        key_file = Path(path)
+        if not key_file.is_file():
+            raise ConfigError(
+                f"invalid stack configuration:\n  {PROJECT}:existingHosts.sshPrivateKeyPath: no file {path}"
+            )
+        return pulumi.Output.secret(key_file.read_text())
+    raise ConfigError(
+        "invalid stack configuration:\n  "
+        f"{PROJECT}:sshPrivateKey: provisioning needs the admin user's private key: "
+        "`pulumi config set --secret sshPrivateKey < key`"
+        + (" or existingHosts.sshPrivateKeyPath" if config.mode == "existing" else "")
+    )
