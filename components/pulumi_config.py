@@ -31,10 +31,11 @@ def read_stack_config() -> ClusterConfig:
     if problems:
         raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(problems))
     raw = {}
-    for key in declared:
-        if key in SECRET_KEYS:
+    for key, declaration in declared.items():
+        if key in SECRET_KEYS or key not in present:
             continue
-        value = config.get_object(key) if key in present else None
+        # Strings arrive as they are; arrays and objects (keys declared without a scalar type) as JSON.
+        value = config.get(key) if declaration.get("type") == "string" else config.get_object(key)
         if not is_unset(value):
             raw[key] = value
     return parse_config(raw)
