@@ -1,0 +1,138 @@
+"""The lab network: a bridge in its own switch namespace and one namespace per server.
+
+Nothing is ever created in the root namespace: every link is created with `ip -n <namespace>`, so neither the
+bridge nor any 10.213.8.x address or route can leak to the host's uplink.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from .config import (
+    BRIDGE,
+    CLIENT_ADDR,
+    CLIENT_BR_PORT,
+    CLIENT_IF,
+    NETNS_ETC,
+    PREFIX,
+    SERVER_IF,
+    SERVERS,
+    SWITCH_NS,
+    Server,
+)
+from .util import log, run
+
+NETNS_DIR = Path("/run/netns")
+
+
+def ns_exists(ns: str) -> bool:
+    return (NETNS_DIR / ns).exists()
+
+
+def link_exists(ns: str, dev: str) -> bool:
+    return run(["ip", "-n", ns, "link", "show", "dev", dev], check=False).returncode == 0
+
+
+def ip(ns: str, *args: str, check: bool = True) -> str:
+    return run(["ip", "-n", ns, *args], check=check).stdout
+
+
+def ensure_ns(ns: str) -> None:
+    if not ns_exists(ns):
+        run(["ip", "netns", "add", ns])
+    ip(ns, "link", "set", "lo", "up")
+
+
+def ensure_switch() -> None:
+    ensure_ns(SWITCH_NS)
+    if not link_exists(SWITCH_NS, BRIDGE):
+        ip(SWITCH_NS, "link", "add", "name", BRIDGE, "type", "bridge", "stp_state", "0")
+    ip(SWITCH_NS, "link", "set", BRIDGE, "up")
+    # The clients' port: one veth end on the bridge, the other holds the client address.
+    if not link_exists(SWITCH_NS, CLIENT_IF):
+        ip(SWITCH_NS, "link", "add", "name", CLIENT_IF, "type", "veth", "peer", "name", CLIENT_BR_PORT)
+    ip(SWITCH_NS, "link", "set", CLIENT_BR_PORT, "master", BRIDGE, "up")
+    ip(SWITCH_NS, "link", "set", CLIENT_IF, "up")
+    ip(SWITCH_NS, "addr", "replace", f"{CLIENT_ADDR}/{PREFIX}", "dev", CLIENT_IF)
+    write_switch_hosts()
+
+
+def write_switch_hosts() -> None:
+    """/etc/hosts seen by `ip netns exec pghalab-sw ...`, so clients can use server names."""
+    NETNS_ETC.mkdir(parents=True, exist_ok=True)
+    lines = ["127.0.0.1\tlocalhost", "::1\t\tlocalhost ip6-localhost ip6-loopback", f"{CLIENT_ADDR}\tlabclient"]
+    lines += [f"{s.address}\t{s.name}" for s in SERVERS]
+    (NETNS_ETC / "hosts").write_text("\n".join(lines) + "\n")
+
+
+def ensure_server_net(s: Server, *, cable_up: bool) -> None:
+    """Namespace, veth pair (switch end on the bridge, server end enp0s8 with fixed MAC) and the fixed address.
+
+    cable_up=True also sets the switch end up (heals a partition); otherwise a newly created cable is set up and an
+    existing one is left as it is.
+    """
+    ensure_ns(s.netns)
+    created = False
+    if not link_exists(s.netns, SERVER_IF):
+        if link_exists(SWITCH_NS, s.switch_port):
+            ip(SWITCH_NS, "link", "del", s.switch_port)
+        ip(SWITCH_NS, "link", "add", "name", s.switch_port, "type", "veth", "peer", "name", SERVER_IF, "netns", s.netns)
+        created = True
+    ip(s.netns, "link", "set", SERVER_IF, "address", s.mac)
+    ip(SWITCH_NS, "link", "set", s.switch_port, "master", BRIDGE)
+    if created or cable_up:
+        ip(SWITCH_NS, "link", "set", s.switch_port, "up")
+    link_up(s)
+
+
+def link_up(s: Server) -> None:
+    ip(s.netns, "link", "set", SERVER_IF, "up")
+    ip(s.netns, "addr", "replace", f"{s.address}/{PREFIX}", "dev", SERVER_IF)
+
+
+def link_dead(s: Server) -> None:
+    """A powered-off server: its NIC answers nothing and holds no address (not even the VIP)."""
+    if ns_exists(s.netns) and link_exists(s.netns, SERVER_IF):
+        ip(s.netns, "link", "set", SERVER_IF, "down")
+        ip(s.netns, "addr", "flush", "dev", SERVER_IF)
+
+
+def set_cable(s: Server, up: bool) -> None:
+    ip(SWITCH_NS, "link", "set", s.switch_port, "up" if up else "down")
+
+
+def cable_is_up(s: Server) -> bool:
+    if not ns_exists(SWITCH_NS) or not link_exists(SWITCH_NS, s.switch_port):
+        return False
+    out = ip(SWITCH_NS, "-o", "link", "show", "dev", s.switch_port)
+    flags = out.split("<", 1)[1].split(">", 1)[0].split(",") if "<" in out else []
+    return "UP" in flags
+
+
+def addresses(s: Server) -> list[str]:
+    """IPv4 addresses (with prefix and label) on the server's enp0s8, read from its namespace."""
+    if not ns_exists(s.netns) or not link_exists(s.netns, SERVER_IF):
+        return []
+    out = ip(s.netns, "-4", "-o", "addr", "show", "dev", SERVER_IF)
+    result = []
+    for line in out.splitlines():
+        parts = line.split()
+        if "inet" in parts:
+            result.append(parts[parts.index("inet") + 1])
+    return result
+
+
+def teardown() -> None:
+    for s in SERVERS:
+        if ns_exists(s.netns):
+            run(["ip", "netns", "del", s.netns])
+    if ns_exists(SWITCH_NS):
+        run(["ip", "netns", "del", SWITCH_NS])
+    if NETNS_ETC.exists():
+        for f in NETNS_ETC.iterdir():
+            f.unlink()
+        NETNS_ETC.rmdir()
+        with contextlib.suppress(OSError):  # /etc/netns itself, if nothing else uses it
+            NETNS_ETC.parent.rmdir()
+    log.debug("net: namespaces removed")

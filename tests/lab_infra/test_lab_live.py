@@ -1,0 +1,79 @@
+"""The real lab, end to end. Opt-in (it takes the lab down at the end): LAB_INFRA_TESTS=1, as root."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from lab import SERVERS, VIP, Lab
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(
+        os.environ.get("LAB_INFRA_TESTS") != "1" or os.geteuid() != 0,
+        reason="live lab test: set LAB_INFRA_TESTS=1 and run as root (it brings the lab up and down)",
+    ),
+]
+
+
+def _root_ns_has_lab_addresses() -> bool:
+    out = subprocess.run(["ip", "-4", "addr"], capture_output=True, text=True, check=True).stdout
+    routes = subprocess.run(["ip", "route", "show", "table", "all"], capture_output=True, text=True, check=True).stdout
+    return "10.213.8." in out or "10.213.8." in routes
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    lab = Lab()
+    lab.up()
+    yield lab
+    lab.down()
+
+
+def test_ssh_with_pinned_host_keys_and_sudo(lab: Lab) -> None:
+    for s in SERVERS:
+        cp = lab.ssh(s.name, "hostname && sudo -n true", check=True)
+        assert cp.stdout.strip() == s.name
+
+
+def test_servers_reach_each_other(lab: Lab) -> None:
+    lab.ssh("server1", ["ping", "-c1", "-W2", "10.213.8.12"], check=True)
+    lab.exec("server3", ["ping", "-c1", "-W2", "10.213.8.11"], check=True)
+
+
+def test_vip_add_remove(lab: Lab) -> None:
+    lab.exec("server2", f"ip addr add {VIP}/24 dev enp0s8 label enp0s8:0 && arping -U {VIP} -w 1 -I enp0s8", check=True)
+    assert lab.vip_holders() == ["server2"]
+    lab.client(["ping", "-c1", "-W2", VIP], check=True)
+    lab.exec("server2", ["ip", "addr", "del", f"{VIP}/24", "dev", "enp0s8"], check=True)
+    assert lab.vip_holders() == []
+
+
+def test_crash_drops_vip_and_start_restores(lab: Lab) -> None:
+    lab.exec("server1", ["ip", "addr", "add", f"{VIP}/24", "dev", "enp0s8", "label", "enp0s8:0"], check=True)
+    lab.crash("server1")
+    assert not lab.is_running("server1")
+    assert lab.vip_holders() == []
+    assert lab.client(["ping", "-c1", "-W1", "10.213.8.11"]).returncode != 0
+    lab.start("server1")
+    lab.ssh("server1", "true", check=True)
+
+
+def test_partition_and_heal(lab: Lab) -> None:
+    lab.partition("server2")
+    assert lab.exec("server1", ["ping", "-c1", "-W1", "10.213.8.12"]).returncode != 0
+    lab.heal("server2")
+    lab.exec("server1", ["ping", "-c1", "-W2", "10.213.8.12"], check=True)
+
+
+def test_reboot(lab: Lab) -> None:
+    before = lab.init_pid("server3")
+    lab.reboot("server3")
+    assert lab.init_pid("server3") not in (None, before)
+
+
+def test_nothing_in_root_namespace(lab: Lab) -> None:
+    assert not _root_ns_has_lab_addresses()
