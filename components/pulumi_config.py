@@ -13,6 +13,10 @@ from .stack import declared_keys, is_unset
 SECRET_KEYS = (*PASSWORD_KEYS, "sshPrivateKey")
 
 
+class StackConfigError(ConfigError, pulumi.RunError):
+    """A ConfigError the engine reports as a plain message (RunError), without a Python traceback."""
+
+
 def read_stack_config() -> ClusterConfig:
     """Validate the stack's config into a ClusterConfig, or raise ConfigError naming every bad key."""
     config = pulumi.Config(PROJECT)
@@ -28,8 +32,6 @@ def read_stack_config() -> ClusterConfig:
         for key in SECRET_KEYS
         if key in present and not pulumi.runtime.is_config_secret(f"{PROJECT}:{key}") and config.get(key)
     ]
-    if problems:
-        raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(problems))
     raw = {}
     for key, declaration in declared.items():
         if key in SECRET_KEYS or key not in present:
@@ -38,7 +40,13 @@ def read_stack_config() -> ClusterConfig:
         value = config.get(key) if declaration.get("type") == "string" else config.get_object(key)
         if not is_unset(value):
             raw[key] = value
-    return parse_config(raw)
+    try:
+        config = parse_config(raw)
+    except ConfigError as error:
+        problems += str(error).splitlines()[1:]
+    if problems:
+        raise StackConfigError("invalid stack configuration:\n  " + "\n  ".join(p.strip() for p in problems))
+    return config
 
 
 def _present_keys() -> set[str]:
@@ -63,11 +71,11 @@ def admin_private_key(config: ClusterConfig) -> pulumi.Output[str]:
     if path:
         key_file = Path(path)
         if not key_file.is_file():
-            raise ConfigError(
+            raise StackConfigError(
                 f"invalid stack configuration:\n  {PROJECT}:existingHosts.sshPrivateKeyPath: no file {path}"
             )
         return pulumi.Output.secret(key_file.read_text())
-    raise ConfigError(
+    raise StackConfigError(
         "invalid stack configuration:\n  "
         f"{PROJECT}:sshPrivateKey: provisioning needs the admin user's private key: "
         "`pulumi config set --secret sshPrivateKey < key`"
