@@ -9,7 +9,7 @@ IN_LAB  := ip netns exec $(LAB_NS)
 STACK   ?= lab
 
 .PHONY: help setup host-deps test test-unit test-lab lint render lab-up lab-down lab-reset lab-provision \
-        lab-status demo drills bench engine lifecycle
+        lab-status demo drills bench engine test-lab-infra
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -69,4 +69,7 @@ drills: setup ## HA drills against the provisioned lab (exit 0 only if all pass)
 bench: setup ## Recovery times and throughput: prints one JSON object
 	$(IN_LAB) $(PY) -m lab.bench
 
-test: test-unit lint lab-provision drills ## Every test: unit, lint, lab drills
+test-lab-infra: setup host-deps ## The lab itself: up, ssh, VIP, crash, partition, reboot, clean teardown
+	LAB_INFRA_TESTS=1 .venv/bin/pytest -q tests/lab_infra
+
+test: test-unit lint test-lab-infra lab-provision drills ## Every test: unit, lint, the lab, provisioning, HA drills

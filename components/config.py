@@ -278,8 +278,8 @@ class ClusterConfig(_Model):
             errors.append(f"nodes: {len(self.nodes)} nodes; the watchdog needs an odd count for a quorum")
         for dup in sorted({n for n in names if names.count(n) > 1}):
             errors.append(f"nodes: duplicate node name {dup!r}")
-        for dup in sorted({a for a in addresses if addresses.count(a) > 1}):
-            errors.append(f"nodes: duplicate node address {dup}")
+        for address in sorted({a for a in addresses if addresses.count(a) > 1}):
+            errors.append(f"nodes: duplicate node address {address}")
         for index, node in enumerate(self.nodes):
             if node.address not in net:
                 errors.append(f"nodes[{index}].address: {node.address} ({node.name}) is outside subnet {net}")

@@ -34,7 +34,7 @@ class Credentials(pulumi.ComponentResource):
         replication = password("replicationPassword", "replication")
         pgpool = password("pgpoolPassword", "pgpool")
         pcp = password("pcpPassword", "pcp")
-        pgpool_key = pulumi.Output.secret(
+        pgpool_key: pulumi.Output[str] = pulumi.Output.secret(
             random.RandomPassword(f"{name}-pgpoolkey", length=48, special=False, opts=child).result
         )
         ssh_key = tls.PrivateKey(f"{name}-postgres-ssh", algorithm="ED25519", opts=child)

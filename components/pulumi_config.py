@@ -19,7 +19,7 @@ class StackConfigError(ConfigError, pulumi.RunError):
 
 def read_stack_config() -> ClusterConfig:
     """Validate the stack's config into a ClusterConfig, or raise ConfigError naming every bad key."""
-    config = pulumi.Config(PROJECT)
+    stack = pulumi.Config(PROJECT)
     declared = declared_keys()
     present = _present_keys()
     problems = [
@@ -30,23 +30,24 @@ def read_stack_config() -> ClusterConfig:
         f"{PROJECT}:{key}: given in clear text; set it with `pulumi config set --secret {key}` "
         "or leave it out to have a random one generated"
         for key in SECRET_KEYS
-        if key in present and not pulumi.runtime.is_config_secret(f"{PROJECT}:{key}") and config.get(key)
+        if key in present and not pulumi.runtime.is_config_secret(f"{PROJECT}:{key}") and stack.get(key)
     ]
-    raw = {}
+    raw: dict[str, object] = {}
     for key, declaration in declared.items():
         if key in SECRET_KEYS or key not in present:
             continue
         # Strings arrive as they are; arrays and objects (keys declared without a scalar type) as JSON.
-        value = config.get(key) if declaration.get("type") == "string" else config.get_object(key)
+        value = stack.get(key) if declaration.get("type") == "string" else stack.get_object(key)
         if not is_unset(value):
             raw[key] = value
+    cluster: ClusterConfig | None = None
     try:
-        config = parse_config(raw)
+        cluster = parse_config(raw)
     except ConfigError as error:
         problems += str(error).splitlines()[1:]
-    if problems:
+    if problems or cluster is None:
         raise StackConfigError("invalid stack configuration:\n  " + "\n  ".join(p.strip() for p in problems))
-    return config
+    return cluster
 
 
 def _present_keys() -> set[str]:
