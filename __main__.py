@@ -1,0 +1,52 @@
+"""Highly available PostgreSQL behind pgpool-II: read the stack config, build the components, export the endpoints."""
+
+import pulumi
+
+from components.credentials import Credentials
+from components.database import HostAccess, PostgresCluster
+from components.infrastructure import Infrastructure
+from components.pulumi_config import admin_private_key, read_stack_config
+
+# Every check runs here, before any resource exists: bad input stops the program with the key named.
+config = read_stack_config()
+private_key = admin_private_key(config)
+
+if config.mode == "libvirt":
+    infrastructure = Infrastructure("infra", config)
+    hosts = {
+        node.name: HostAccess(
+            node=node,
+            host=node.connect_host,
+            user=config.admin_user,
+            port=22,
+            private_key=private_key,
+            ready=[infrastructure.machines[node.name].domain],
+        )
+        for node in config.nodes
+    }
+else:
+    hosts = {
+        node.name: HostAccess(
+            node=node,
+            host=node.connect_host,
+            user=config.existing_hosts.ssh_user,
+            port=config.existing_hosts.ssh_port,
+            private_key=private_key,
+        )
+        for node in config.nodes
+    }
+
+credentials = Credentials("credentials")
+cluster = PostgresCluster("cluster", config, hosts, credentials.values)
+
+pulumi.export("vip", str(config.vip))
+pulumi.export("nodeAddresses", {node.name: str(node.address) for node in config.nodes})
+pulumi.export("pgpoolEndpoint", config.pgpool_endpoint)
+pulumi.export(
+    "connectionString",
+    pulumi.Output.secret(
+        credentials.postgres_password.apply(
+            lambda password: f"postgresql://postgres:{password}@{config.vip}:{config.pgpool.port}/postgres"
+        )
+    ),
+)

@@ -1,0 +1,113 @@
+"""The database half: provisions PostgreSQL streaming replication and pgpool-II on the nodes over SSH.
+
+The provisioning itself is data (components.plan): each Step becomes one pulumi_command remote.Command, with its
+file contents and passwords on stdin, never in the command string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_command as command
+
+from .config import ClusterConfig, Node
+from .plan import Step, provisioning_plan
+from .secrets import ClusterSecrets
+
+PKG = "pgha"
+
+
+@dataclass(frozen=True)
+class HostAccess:
+    """How provisioning reaches one node over SSH."""
+
+    node: Node
+    host: str
+    user: str
+    port: int
+    private_key: pulumi.Output[str]
+    # Resources that must exist before the first command (the VM, in libvirt mode).
+    ready: Sequence[pulumi.Resource] = ()
+
+
+class DatabaseNode(pulumi.ComponentResource):
+    """One server's provisioning commands."""
+
+    def __init__(self, name: str, node: Node, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(f"{PKG}:database:DatabaseNode", name, {"address": str(node.address)}, opts)
+        self.node = node
+        self.commands: dict[str, command.remote.Command] = {}
+
+    def finish(self) -> None:
+        self.register_outputs({"steps": list(self.commands)})
+
+
+class PostgresCluster(pulumi.ComponentResource):
+    """PostgreSQL primary + streaming standbys and pgpool-II with watchdog and VIP on every node."""
+
+    nodes: dict[str, DatabaseNode]
+    commands: dict[str, command.remote.Command]
+
+    def __init__(
+        self,
+        name: str,
+        config: ClusterConfig,
+        hosts: Mapping[str, HostAccess],
+        secrets: pulumi.Output[ClusterSecrets],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__(f"{PKG}:database:PostgresCluster", name, None, opts)
+        self.nodes = {
+            node.name: DatabaseNode(f"{name}-{node.name}", node, opts=pulumi.ResourceOptions(parent=self))
+            for node in config.nodes
+        }
+        self.commands = {}
+        placeholders = ClusterSecrets.placeholders()
+        for step in provisioning_plan(config):
+            access = hosts[step.node]
+            owner = self.nodes[step.node]
+            depends: list[pulumi.Resource] = [self.commands[ref] for ref in step.after]
+            if not step.after:
+                depends.extend(access.ready)
+            self.commands[f"{step.node}/{step.name}"] = owner.commands[step.name] = command.remote.Command(
+                f"{step.node}-{step.name}",
+                connection=command.remote.ConnectionArgs(
+                    host=access.host,
+                    user=access.user,
+                    port=access.port,
+                    private_key=access.private_key,
+                    # New VMs take a while to boot and start sshd: keep dialling instead of failing the update.
+                    dial_error_limit=60,
+                    per_dial_timeout=10,
+                ),
+                create=step.create,
+                update=step.update,
+                delete=step.delete,
+                stdin=_stdin(step, secrets, placeholders),
+                # Output of a step that handles secrets is neither streamed nor kept in clear in the state.
+                logging=command.remote.Logging.NONE if step.secret else command.remote.Logging.STDOUT_AND_STDERR,
+                opts=pulumi.ResourceOptions(
+                    parent=owner,
+                    depends_on=depends,
+                    additional_secret_outputs=["stdout", "stderr"] if step.secret else None,
+                    delete_before_replace=True,
+                ),
+            )
+        for node in self.nodes.values():
+            node.finish()
+        self.register_outputs({"steps": len(self.commands)})
+
+
+def _stdin(
+    step: Step, secrets: pulumi.Output[ClusterSecrets], placeholders: ClusterSecrets
+) -> pulumi.Input[str] | None:
+    if step.stdin is None:
+        return None
+    render = step.stdin
+    if step.secret:
+        return pulumi.Output.secret(secrets.apply(render))
+    # Non-secret content (pgpool.conf, scripts...) is rendered without the secrets, so `pulumi preview --diff` shows
+    # it in clear for review. The unit tests prove such content does not depend on any secret.
+    return render(placeholders)

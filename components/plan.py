@@ -1,0 +1,620 @@
+"""The provisioning as data: an ordered list of Steps, each one idempotent shell command run over SSH.
+
+Consumed by the Pulumi component (components/database.py: one remote.Command per Step) and by the stand-in runner
+(components/runner.py). Rules every step follows:
+- the command runs as the admin user and escalates with `sudo -n`;
+- no secret in a command string: secret content (files, SQL with passwords) comes on stdin;
+- idempotent, with state checks (a node that already belongs to the cluster is never re-bootstrapped or re-cloned,
+  whichever node is primary now) and one final line `changed: ...` / `unchanged: ...`;
+- one step per file, so a changed setting touches that file's step and the service step only.
+
+Reload vs restart: the pgpool-service step's command embeds fingerprints of pgpool's restart-only and reloadable
+settings (components.render.service_fingerprints). When pgpool.conf changes, the command string changes, so Pulumi
+runs `update` (no `triggers`, which would replace the resource and run its delete = stop pgpool). On the server the
+step compares the fingerprints with the ones it applied last (/var/lib/pgha/pgpool.applied) and restarts, reloads,
+or does nothing; the runner, which runs every step every time, gets the same decision. Secret files are handled the
+same way by the pgpool-secrets step, whose fingerprints come on stdin (a secret) instead of in the command.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .config import ClusterConfig, Node
+from .render import ServerFile, render_node_files, service_fingerprints, slot_name
+from .secrets import ClusterSecrets
+
+
+@dataclass(frozen=True)
+class Step:
+    node: str  # node name it runs on
+    name: str  # unique within the node; the Pulumi resource will be f"{node}-{name}"
+    create: str  # full command line run over SSH by the admin user's shell (NO secret ever inside)
+    update: str | None = None  # run instead of create when the step's inputs change (None: run create again)
+    delete: str | None = None  # run on `pulumi destroy`
+    stdin: Callable[[ClusterSecrets], str] | None = None  # content piped to the command (files, passwords)
+    secret: bool = False  # stdin is derived from secrets: Pulumi wraps it as a secret, render shows placeholders
+    after: tuple[str, ...] = ()  # dependencies, as "node/name"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.node}/{self.name}"
+
+
+def _sudo_script(name: str, script: str, *args: str) -> str:
+    """`sudo -n bash -c '<script>' <name> <args>`: the script is code, never data; args are plain words."""
+    body = "set -euo pipefail\n" + script.strip() + "\n"
+    return " ".join(["sudo -n /bin/bash -c", shlex.quote(body), shlex.quote(f"pgha-{name}"), *map(shlex.quote, args)])
+
+
+# --- generic file writers ---------------------------------------------------------------------------------------
+_PUT_FILE = r"""
+dst=$1 mode=$2 owner=$3 validate=$4
+dir=$(dirname "$dst")
+[ -d "$dir" ] || install -d -m 0755 "$dir"
+tmp=$(mktemp "$dir/.pgha-put.XXXXXX")
+trap 'rm -f "$tmp"' EXIT
+cat >"$tmp"
+case "$validate" in
+  visudo) visudo -cqf "$tmp" >/dev/null || { echo "failed: $dst does not pass visudo" >&2; exit 1; } ;;
+  nft) nft -c -f "$tmp" || { echo "failed: $dst does not pass nft -c" >&2; exit 1; } ;;
+esac
+chmod "$mode" "$tmp"
+chown "$owner" "$tmp"
+if [ -f "$dst" ] && cmp -s "$tmp" "$dst" && [ "$(stat -c '%a %U:%G' "$dst")" = "${mode#0} $owner" ]; then
+  echo "unchanged: $dst"
+  exit 0
+fi
+mv -f "$tmp" "$dst"
+trap - EXIT
+echo "changed: $dst"
+"""
+
+_PUT_BLOCK = r"""
+dst=$1
+begin='# BEGIN pgha managed block'
+end='# END pgha managed block'
+new=$(mktemp)
+trap 'rm -f "$new"' EXIT
+{ echo "$begin"; cat; echo "$end"; [ -f "$dst" ] && sed "/^$begin\$/,/^$end\$/d" "$dst"; } >"$new"
+if [ -f "$dst" ] && cmp -s "$new" "$dst"; then
+  echo "unchanged: $dst (managed block)"
+  exit 0
+fi
+# Rewrite in place: keeps the inode, mode and owner (/etc/hosts may be bind-mounted).
+cat "$new" >"$dst"
+echo "changed: $dst (managed block)"
+"""
+
+
+def _file_step_name(path: str) -> str:
+    slug = path.strip("/").replace("/", "-").replace("@", "-").replace(".", "")
+    return f"file-{slug}"
+
+
+def put_file_command(file: ServerFile) -> str:
+    if file.kind == "block":
+        return _sudo_script("put-block", _PUT_BLOCK, file.path)
+    return _sudo_script("put-file", _PUT_FILE, file.path, file.mode, f"{file.owner}:{file.group}", file.validate or "")
+
+
+# --- steps -------------------------------------------------------------------------------------------------------
+def _packages_script(config: ClusterConfig) -> str:
+    pg = config.postgresql.version
+    packages = [
+        f"postgresql-{pg}",
+        f"postgresql-client-{pg}",
+        "pgpool2",
+        "libpgpool2",
+        f"postgresql-{pg}-pgpool2",
+        "iputils-arping",
+        "sudo",
+        "openssh-server",
+        "openssh-client",
+        "iproute2",
+    ]
+    if config.firewall.enabled:
+        packages.append("nftables")
+    source = config.package_source
+    return rf"""
+want={shlex.quote(config.pgpool.version)}
+missing=""
+for p in {" ".join(packages)}; do
+  dpkg-query -W -f='${{Status}}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
+done
+did="all packages installed"
+if [ -n "$missing" ]; then
+  source={source}
+  case "$source" in
+    preinstalled)
+      echo "failed: packageSource preinstalled but missing:$missing" >&2; exit 1 ;;
+    pgdg)
+      export DEBIAN_FRONTEND=noninteractive
+      if [ ! -f /etc/apt/sources.list.d/pgdg.list ] && [ ! -f /etc/apt/sources.list.d/pgdg.sources ]; then
+        apt-get -q update >/dev/null
+        apt-get -q -y install postgresql-common ca-certificates >/dev/null
+        /usr/share/postgresql-common/pgdg/apt.postgresql.org.sh -y >/dev/null
+      fi ;;
+  esac
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -q update >/dev/null
+  # shellcheck disable=SC2086
+  apt-get -q -y install $missing >/dev/null
+  did="installed:$missing"
+fi
+version=$(dpkg-query -W -f='${{Version}}' pgpool2)
+have=$(echo "$version" | sed -E 's/^([0-9]+:)?([0-9]+\.[0-9]+).*/\2/')
+if [ "$have" != "$want" ]; then
+  echo "failed: pgpool2 $version is installed but the stack config says pgpool.version $want" >&2
+  exit 1
+fi
+if [ "$did" = "all packages installed" ]; then echo "unchanged: $did (pgpool2 $version)"
+else echo "changed: $did (pgpool2 $version)"; fi
+"""
+
+
+def _dirs_script(config: ClusterConfig) -> str:
+    dirs = [
+        ("/var/lib/pgha", "0755", "root:root"),
+        ("/var/log/pgpool", "0750", "postgres:postgres"),
+        ("/var/lib/pgpool", "0700", "postgres:postgres"),
+        ("/var/lib/postgresql/.ssh", "0700", "postgres:postgres"),
+        ("/etc/pgpool2/scripts", "0750", "root:postgres"),
+        ("/usr/local/lib/pgha", "0755", "root:root"),
+        ("/etc/systemd/system/pgpool2.service.d", "0755", "root:root"),
+        (f"/etc/systemd/system/postgresql@{config.postgresql.version}-main.service.d", "0755", "root:root"),
+    ]
+    lines = " ".join(f"{d}:{m}:{o}" for d, m, o in dirs)
+    return rf"""
+changed=""
+for spec in {lines}; do
+  d=${{spec%%:*}}; rest=${{spec#*:}}; m=${{rest%%:*}}; o=${{rest#*:}}
+  if [ -d "$d" ] && [ "$(stat -c '%a %U:%G' "$d")" = "${{m#0}} $o" ]; then continue; fi
+  install -d -m "$m" -o "${{o%%:*}}" -g "${{o#*:}}" "$d"
+  changed="$changed $d"
+done
+if [ -n "$changed" ]; then echo "changed: directories$changed"; else echo "unchanged: directories"; fi
+"""
+
+
+def _known_hosts_script(config: ClusterConfig) -> str:
+    pairs = " ".join(f"{n.name}={n.address}" for n in config.nodes)
+    return rf"""
+# Pin every node's host key (postgres's ssh between the nodes), scanned over the cluster network now.
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+for pair in {pairs}; do
+  name=${{pair%%=*}} addr=${{pair#*=}}
+  keys=$(ssh-keyscan -T 5 "$addr" 2>/dev/null | grep -v '^#' | sort || true)
+  if [ -z "$keys" ]; then echo "failed: no ssh host key from $name ($addr)" >&2; exit 1; fi
+  echo "$keys" | awk -v n="$name,$addr" '{{ $1 = n; print }}' >>"$out"
+done
+dst=/var/lib/postgresql/.ssh/known_hosts
+if [ -f "$dst" ] && cmp -s "$out" "$dst"; then echo "unchanged: $dst"; exit 0; fi
+install -m 0644 -o postgres -g postgres "$out" "$dst"
+echo "changed: $dst"
+"""
+
+
+def _pg_common(config: ClusterConfig) -> str:
+    pg = config.postgresql.version
+    return rf"""
+# shellcheck disable=SC2034  # not every step uses every setting
+{{
+PG={pg}
+UNIT=postgresql@{pg}-main
+MEMBER=/var/lib/postgresql/{pg}/pgha-member
+PGDATA={config.pg_data_directory}
+}}
+psql_local() {{ runuser -u postgres -- psql -XAtq -p {config.postgresql.port} -v ON_ERROR_STOP=1 "$@"; }}
+running() {{ pg_ctlcluster "$PG" main status >/dev/null 2>&1; }}
+"""
+
+
+def _pg_config_script(config: ClusterConfig, fingerprint: str) -> str:
+    return (
+        _pg_common(config)
+        + rf"""
+# config fingerprint {fingerprint}: changes when conf.d / pg_hba change, so Pulumi runs this step again.
+did=""
+if [ "$(systemctl show -p NeedDaemonReload --value "$UNIT")" = yes ]; then
+  systemctl daemon-reload; did="daemon-reload"
+fi
+if running; then
+  settings_sql="SELECT md5(string_agg(name || '=' || setting, ',' ORDER BY name)) FROM pg_settings"
+  hba_sql="SELECT md5(string_agg(line_number || ':' || type || coalesce(address, ''), ',')) FROM pg_hba_file_rules"
+  before=$(psql_local -c "$settings_sql")
+  hba_before=$(psql_local -c "$hba_sql")
+  systemctl reload "$UNIT"
+  sleep 1
+  pending=$(psql_local -c "SELECT string_agg(name, ',') FROM pg_settings WHERE pending_restart")
+  if [ -n "$pending" ] && [ -f "$MEMBER" ] && [ "$(psql_local -c 'SELECT pg_is_in_recovery()')" = f ]; then
+    # The primary of a running cluster: a restart would make pgpool fail over (failover_on_backend_shutdown) and
+    # the start guard would then keep this node down. Leave it to a planned switchover.
+    echo "unchanged: PostgreSQL $PG primary: restart-only settings pending ($pending), not restarted here:" \
+      "switch over (pcp_promote_node -s on another node, then restart this one as a standby)"
+    exit 0
+  elif [ -n "$pending" ]; then
+    systemctl restart "$UNIT"
+    did="$did restarted ($pending)"
+  else
+    after=$(psql_local -c "$settings_sql")
+    hba_after=$(psql_local -c "$hba_sql")
+    if [ "$before" != "$after" ] || [ "$hba_before" != "$hba_after" ]; then did="$did reloaded"; fi
+  fi
+elif [ -f "$MEMBER" ]; then
+  # A member whose PostgreSQL is down stays down: pgpool owns its state (detached; online recovery brings it back).
+  echo "unchanged: PostgreSQL $PG is down on this cluster member; left to pgpool (pcp_recovery_node)"
+  exit 0
+else
+  systemctl start "$UNIT"
+  did="$did started"
+fi
+for _ in $(seq 1 30); do pg_isready -q -p {config.postgresql.port} && break; sleep 1; done
+if [ -n "$did" ]; then echo "changed: PostgreSQL $PG:$did"
+else echo "unchanged: PostgreSQL $PG configuration in force"; fi
+"""
+    )
+
+
+def _bootstrap_sql(config: ClusterConfig) -> Callable[[ClusterSecrets], str]:
+    pg = config.postgresql
+
+    def literal(value: str) -> str:
+        return "'" + value.replace("'", "''") + "'"
+
+    def sql(secrets: ClusterSecrets) -> str:
+        return "\n".join(
+            [
+                "SET log_statement = 'none';",
+                f"SELECT 'CREATE ROLE \"{pg.replication_user}\"' WHERE NOT EXISTS "
+                f"(SELECT 1 FROM pg_roles WHERE rolname = '{pg.replication_user}') \\gexec",
+                f"SELECT 'CREATE ROLE \"{pg.check_user}\"' WHERE NOT EXISTS "
+                f"(SELECT 1 FROM pg_roles WHERE rolname = '{pg.check_user}') \\gexec",
+                f"SELECT 'CREATE ROLE \"{pg.recovery_user}\"' WHERE NOT EXISTS "
+                f"(SELECT 1 FROM pg_roles WHERE rolname = '{pg.recovery_user}') \\gexec",
+                f'ALTER ROLE "{pg.replication_user}" WITH LOGIN REPLICATION PASSWORD '
+                f"{literal(secrets.replication_password)};",
+                f'ALTER ROLE "{pg.check_user}" WITH LOGIN PASSWORD {literal(secrets.pgpool_password)};',
+                f'ALTER ROLE "{pg.recovery_user}" WITH LOGIN SUPERUSER PASSWORD {literal(secrets.postgres_password)};',
+                f'GRANT pg_monitor TO "{pg.check_user}";',
+                "",
+            ]
+        )
+
+    return sql
+
+
+def _bootstrap_script(config: ClusterConfig, node: Node) -> str:
+    pg = config.postgresql
+    slots = " ".join(slot_name(n.name) for n in config.nodes if n != node)
+    return (
+        _pg_common(config)
+        + rf"""
+sql=$(cat)   # roles and passwords (stdin: never in argv or environment)
+if ! running; then echo "failed: PostgreSQL $PG is not running on the primary" >&2; exit 1; fi
+if [ "$(psql_local -c 'SELECT pg_is_in_recovery()')" = t ]; then
+  echo "unchanged: this node is a standby now (failover happened); the primary holds the roles and slots"
+  exit 0
+fi
+user_dbs="SELECT count(*) FROM pg_database WHERE datname NOT IN ('postgres', 'template0', 'template1')"
+if [ ! -f "$MEMBER" ] && [ "$(psql_local -c "$user_dbs")" != 0 ]; then
+  echo "failed: this PostgreSQL holds databases but is no cluster member: refusing to take it over" >&2
+  exit 1
+fi
+did=""
+# Passwords right? Logging in with ~postgres/.pgpass (already in place) tells without revealing them.
+ok=yes
+for u in {pg.check_user} {pg.recovery_user}; do
+  runuser -u postgres -- psql -XAtqw -h 127.0.0.1 -p {pg.port} -U "$u" -d postgres -c 'SELECT 1' \
+    >/dev/null 2>&1 || ok=no
+done
+runuser -u postgres -- psql -XAtqw \
+  "host=127.0.0.1 port={pg.port} user={pg.replication_user} dbname=replication replication=true" \
+  -c 'IDENTIFY_SYSTEM' >/dev/null 2>&1 || ok=no
+if [ $ok = no ]; then
+  printf '%s\n' "$sql" | psql_local -d postgres >/dev/null
+  did="$did roles"
+fi
+if [ "$(psql_local -d template1 -c "SELECT count(*) FROM pg_extension WHERE extname = 'pgpool_recovery'")" = 0 ]; then
+  psql_local -d template1 -c 'CREATE EXTENSION pgpool_recovery' >/dev/null
+  did="$did pgpool_recovery"
+fi
+for slot in {slots}; do
+  if [ "$(psql_local -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot'")" = 0 ]; then
+    psql_local -c "SELECT pg_create_physical_replication_slot('$slot')" >/dev/null
+    did="$did slot:$slot"
+  fi
+done
+if [ ! -f "$MEMBER" ]; then install -m 0644 -o postgres -g postgres /dev/null "$MEMBER"; did="$did member"; fi
+if [ -n "$did" ]; then echo "changed: primary bootstrap:$did"
+else echo "unchanged: primary bootstrap (roles, pgpool_recovery, slots)"; fi
+"""
+    )
+
+
+def _clone_script(config: ClusterConfig, node: Node) -> str:
+    pg = config.postgresql
+    names = " ".join(n.name for n in config.nodes if n != node)
+    return (
+        _pg_common(config)
+        + rf"""
+if [ -f "$MEMBER" ]; then
+  echo "unchanged: {node.name} already belongs to the cluster (never re-cloned here; pgpool handles its state)"
+  exit 0
+fi
+user_dbs="SELECT count(*) FROM pg_database WHERE datname NOT IN ('postgres', 'template0', 'template1')"
+if running && [ "$(psql_local -c "$user_dbs")" != 0 ]; then
+  echo "failed: this PostgreSQL holds databases but is no cluster member: refusing to replace it" >&2
+  exit 1
+fi
+# The current primary: whichever member answers as primary (the first primary, or another after a failover).
+primary=""
+for n in {names}; do
+  conninfo="host=$n port={pg.port} user={pg.check_user} dbname=postgres connect_timeout=5"
+  if [ "$(runuser -u postgres -- psql -XAtqw "$conninfo" \
+        -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ]; then primary=$n; break; fi
+done
+if [ -z "$primary" ]; then echo "failed: no primary found among: {names}" >&2; exit 1; fi
+runuser -u postgres -- /usr/local/lib/pgha/pg-make-standby basebackup {node.name} "$primary" {pg.port} >/dev/null
+systemctl start "$UNIT"
+for _ in $(seq 1 60); do pg_isready -q -p {pg.port} && break; sleep 1; done
+echo "changed: {node.name} cloned from $primary with pg_basebackup (slot {slot_name(node.name)}), streaming"
+"""
+    )
+
+
+def _firewall_script(config: ClusterConfig) -> str:
+    if not config.firewall.enabled:
+        return r"""
+if command -v nft >/dev/null && nft list table inet pgha >/dev/null 2>&1; then
+  nft delete table inet pgha
+  echo "changed: firewall table inet pgha removed (firewall.enabled is false)"
+else
+  echo "unchanged: firewall disabled"
+fi
+"""
+    return r"""
+state=/var/lib/pgha/nftables.applied
+want=$(sha256sum /etc/nftables.conf | cut -d' ' -f1)
+did=""
+if ! nft list table inet pgha >/dev/null 2>&1 || [ "$(cat "$state" 2>/dev/null)" != "$want" ]; then
+  nft -f /etc/nftables.conf
+  echo "$want" >"$state"
+  did=" loaded"
+fi
+if ! systemctl is-enabled --quiet nftables; then systemctl enable --quiet nftables; did="$did enabled"; fi
+if [ -n "$did" ]; then echo "changed: firewall$did"; else echo "unchanged: firewall rules in force"; fi
+"""
+
+
+_PGPOOL_SERVICE = r"""
+restart_fp=$1 reload_fp=$2
+state=/var/lib/pgha/pgpool.applied
+did=""
+if [ "$(systemctl show -p NeedDaemonReload --value pgpool2)" = yes ]; then
+  systemctl daemon-reload; did=" daemon-reload"
+fi
+systemctl is-enabled --quiet pgpool2 || { systemctl enable --quiet pgpool2; did="$did enabled"; }
+read -r applied_restart applied_reload 2>/dev/null <"$state" || { applied_restart=none; applied_reload=none; }
+if ! systemctl is-active --quiet pgpool2; then
+  systemctl start pgpool2
+  did="$did started"
+elif [ "$applied_restart" != "$restart_fp" ]; then
+  systemctl restart pgpool2
+  did="$did restarted (restart-only settings changed)"
+elif [ "$applied_reload" != "$reload_fp" ]; then
+  systemctl reload pgpool2
+  did="$did reloaded"
+fi
+echo "$restart_fp $reload_fp" >"$state"
+sleep 2
+if ! systemctl is-active --quiet pgpool2; then echo "failed: pgpool2 is not running" >&2; exit 1; fi
+if [ -n "$did" ]; then echo "changed: pgpool2$did"; else echo "unchanged: pgpool2 running with this configuration"; fi
+"""
+
+_PGPOOL_STOP = r"""
+vip=$1 dev=$2
+did=""
+if systemctl is-active --quiet pgpool2; then systemctl stop pgpool2; did=" stopped"; fi
+systemctl is-enabled --quiet pgpool2 && { systemctl disable --quiet pgpool2; did="$did disabled"; }
+if ip -4 -o addr show dev "$dev" | grep -qF " ${vip%/*}/"; then
+  ip addr del "$vip" dev "$dev"; did="$did VIP released"
+fi
+rm -f /var/lib/pgha/pgpool.applied /var/lib/pgha/pgpool-secrets.applied
+if [ -n "$did" ]; then echo "changed: pgpool2$did"; else echo "unchanged: pgpool2 already stopped"; fi
+"""
+
+_PGPOOL_SECRETS = r"""
+read -r restart_fp reload_fp   # fingerprints of the secret files (stdin: derived from secrets)
+state=/var/lib/pgha/pgpool-secrets.applied
+read -r applied_restart applied_reload 2>/dev/null <"$state" || { applied_restart=""; applied_reload=""; }
+did=""
+if [ -z "$applied_restart" ]; then
+  did=""   # first run: pgpool-service just started pgpool with these files
+elif ! systemctl is-active --quiet pgpool2; then
+  did=""
+elif [ "$applied_restart" != "$restart_fp" ]; then
+  systemctl restart pgpool2; did=" restarted (key or pcp.conf changed)"
+elif [ "$applied_reload" != "$reload_fp" ]; then
+  systemctl reload pgpool2; did=" reloaded (passwords changed)"
+fi
+umask 077
+echo "$restart_fp $reload_fp" >"$state"
+if [ -n "$did" ]; then echo "changed: pgpool2$did"; else echo "unchanged: pgpool2 secrets in force"; fi
+"""
+
+
+def _node_files(config: ClusterConfig, node: Node) -> list[ServerFile]:
+    return render_node_files(config, node, ClusterSecrets.placeholders())
+
+
+@functools.lru_cache(maxsize=64)
+def _rendered(config: ClusterConfig, node: Node, secrets: ClusterSecrets) -> dict[str, str]:
+    return {file.path: file.content for file in render_node_files(config, node, secrets)}
+
+
+def _file_content(config: ClusterConfig, node: Node, path: str) -> Callable[[ClusterSecrets], str]:
+    def content(secrets: ClusterSecrets) -> str:
+        return _rendered(config, node, secrets)[path]
+
+    return content
+
+
+def _secret_fingerprints(config: ClusterConfig, node: Node) -> Callable[[ClusterSecrets], str]:
+    def fingerprints(secrets: ClusterSecrets) -> str:
+        restart, reload = service_fingerprints(render_node_files(config, node, secrets), "pgpool2", secret=True)
+        return f"{restart} {reload}\n"
+
+    return fingerprints
+
+
+def provisioning_plan(config: ClusterConfig) -> list[Step]:
+    """Every step for every node, in a valid dependency order."""
+    steps: list[Step] = []
+    primary = config.primary_node
+    data_dir = config.pg_data_directory + "/"
+    files_by_node = {node.name: _node_files(config, node) for node in config.nodes}
+    file_refs: dict[str, list[str]] = {}
+    pg_refs: dict[str, list[str]] = {}
+
+    # Phase 1, every node: packages, directories, files (except those in the data directory), ssh host keys,
+    # firewall, PostgreSQL configured for either role.
+    for node in config.nodes:
+        n = node.name
+        steps.append(Step(n, "packages", _sudo_script("packages", _packages_script(config))))
+        steps.append(
+            Step(n, "directories", _sudo_script("directories", _dirs_script(config)), after=(f"{n}/packages",))
+        )
+        file_refs[n] = []
+        pg_refs[n] = []
+        for file in files_by_node[n]:
+            if file.path.startswith(data_dir):
+                continue
+            after = [f"{n}/directories"]
+            if file.path == "/etc/nftables.conf":
+                after.append(f"{n}/packages")
+            step = Step(
+                n,
+                _file_step_name(file.path),
+                put_file_command(file),
+                stdin=_file_content(config, node, file.path),
+                secret=file.secret,
+                after=tuple(after),
+            )
+            steps.append(step)
+            file_refs[n].append(step.ref)
+            if file.service == "postgresql" or file.path.startswith(("/var/lib/postgresql/.", "/usr/local/lib/pgha/")):
+                pg_refs[n].append(step.ref)
+        hosts_ref = f"{n}/{_file_step_name('/etc/hosts')}"
+        steps.append(
+            Step(n, "ssh-known-hosts", _sudo_script("known-hosts", _known_hosts_script(config)), after=(hosts_ref,))
+        )
+        file_refs[n].append(f"{n}/ssh-known-hosts")
+        fw_after = [f"{n}/packages"]
+        if config.firewall.enabled:
+            fw_after.append(f"{n}/{_file_step_name('/etc/nftables.conf')}")
+        steps.append(Step(n, "firewall", _sudo_script("firewall", _firewall_script(config)), after=tuple(fw_after)))
+        file_refs[n].append(f"{n}/firewall")
+        pg_restart, pg_reload = service_fingerprints(files_by_node[n], "postgresql")
+        steps.append(
+            Step(
+                n,
+                "postgresql-config",
+                _sudo_script("postgresql-config", _pg_config_script(config, f"{pg_restart}-{pg_reload}")),
+                after=tuple([*pg_refs[n], hosts_ref]),
+            )
+        )
+
+    # Phase 2: the first primary (once), then the standbys from whichever node is primary.
+    ready: list[str] = []
+    bootstrap = Step(
+        primary.name,
+        "primary-bootstrap",
+        _sudo_script("primary-bootstrap", _bootstrap_script(config, primary)),
+        stdin=_bootstrap_sql(config),
+        secret=True,
+        after=(f"{primary.name}/postgresql-config",),
+    )
+    steps.append(bootstrap)
+    ready.append(bootstrap.ref)
+    for node in config.standby_nodes:
+        clone = Step(
+            node.name,
+            "standby-clone",
+            _sudo_script("standby-clone", _clone_script(config, node)),
+            after=(f"{node.name}/postgresql-config", bootstrap.ref, f"{node.name}/ssh-known-hosts"),
+        )
+        steps.append(clone)
+        ready.append(clone.ref)
+
+    # Phase 3: the online-recovery scripts in every data directory (after the clone replaced it).
+    for node in config.nodes:
+        n = node.name
+        own = bootstrap.ref if node == primary else f"{n}/standby-clone"
+        for file in files_by_node[n]:
+            if not file.path.startswith(data_dir):
+                continue
+            step = Step(
+                n,
+                _file_step_name(file.path),
+                put_file_command(file),
+                stdin=_file_content(config, node, file.path),
+                secret=file.secret,
+                after=(own,),
+            )
+            steps.append(step)
+            file_refs[n].append(step.ref)
+
+    # Phase 4: pgpool on every node, once all its files are in place and PostgreSQL is ready on all nodes. One node
+    # after the other (Pulumi would otherwise restart every pgpool at once and leave no VIP holder for a while).
+    previous: list[str] = []
+    for node in config.nodes:
+        n = node.name
+        restart_fp, reload_fp = service_fingerprints(files_by_node[n], "pgpool2")
+        steps.append(
+            Step(
+                n,
+                "pgpool-service",
+                _sudo_script("pgpool-service", _PGPOOL_SERVICE, restart_fp, reload_fp),
+                delete=_sudo_script(
+                    "pgpool-stop", _PGPOOL_STOP, f"{config.vip}/{config.prefix_length}", config.vip_interface
+                ),
+                after=tuple([*file_refs[n], *ready, *previous]),
+            )
+        )
+        previous = [f"{n}/pgpool-service"]
+    for node in config.nodes:
+        n = node.name
+        steps.append(
+            Step(
+                n,
+                "pgpool-secrets",
+                _sudo_script("pgpool-secrets", _PGPOOL_SECRETS),
+                stdin=_secret_fingerprints(config, node),
+                secret=True,
+                after=(f"{n}/pgpool-service",),
+            )
+        )
+    _check_order(steps)
+    return steps
+
+
+def _check_order(steps: list[Step]) -> None:
+    seen: set[str] = set()
+    for step in steps:
+        if step.ref in seen:
+            raise ValueError(f"duplicate step {step.ref}")
+        missing = [ref for ref in step.after if ref not in seen]
+        if missing:
+            raise ValueError(f"step {step.ref} runs before {missing}")
+        seen.add(step.ref)
+
+
+def plan_digest(steps: list[Step]) -> str:
+    """Stable digest of the plan's commands (for tests and logs)."""
+    return hashlib.sha256("\n".join(f"{s.ref} {s.create}" for s in steps).encode()).hexdigest()[:16]

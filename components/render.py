@@ -1,0 +1,322 @@
+"""Every file provisioning puts on a server, rendered from templates/ without Pulumi.
+
+The templates tree mirrors the server's file system: templates/etc/pgpool2/pgpool.conf.j2 lands at
+/etc/pgpool2/pgpool.conf. A path segment may hold a placeholder ({pg_version}) filled from the config. Each template
+starts with a Jinja comment holding its metadata:
+
+    {#- pgha: mode=0600 owner=postgres group=postgres secret=true service=pgpool2 apply=reload -#}
+
+mode/owner/group: what the file gets; secret: content derives from ClusterSecrets (0600 and hidden in Pulumi);
+service + apply: which service a change concerns and how (none, reload, restart, or params: per parameter, for
+pgpool.conf and PostgreSQL's conf.d); kind=block: the content is a marked block kept at the top of an existing file
+(/etc/hosts); validate=visudo|nft: checked before it replaces the old file; when=firewall: only with the firewall on.
+Directories `partials/` (Jinja includes) and `cloud-init/` (VM seed, not a server file) are not server files.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from .config import ClusterConfig, Node
+from .secrets import ClusterSecrets
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
+NOT_SERVER_FILES = ("partials", "cloud-init")
+SCRIPTS_DIR = "/etc/pgpool2/scripts"
+LOCAL_CONF = "/etc/pgpool2/pgpool_local.conf"
+SECRETS_CONF = "/etc/pgpool2/pgpool_secrets.conf"
+_META = re.compile(r"^\{#-?\s*pgha:(?P<meta>[^#]*)-?#\}")
+_PLACEHOLDER = re.compile(r"^<secret:(?P<name>[a-z_]+)>$")
+
+# pgpool-II parameters a reload (SIGHUP) applies; every other parameter needs a restart. Unknown parameters count
+# as restart-only: when in doubt, restart. From pgpool-II's docs ("This parameter can be changed by reloading").
+PGPOOL_RELOADABLE = frozenset(
+    {
+        "log_destination",
+        "log_line_prefix",
+        "log_error_verbosity",
+        "client_min_messages",
+        "log_min_messages",
+        "log_connections",
+        "log_disconnections",
+        "log_hostname",
+        "log_statement",
+        "log_per_node_statement",
+        "log_client_messages",
+        "log_standby_delay",
+        "log_directory",
+        "log_filename",
+        "log_truncate_on_rotation",
+        "log_rotation_age",
+        "log_rotation_size",
+        "authentication_timeout",
+        "allow_clear_text_frontend_auth",
+        "enable_pool_hba",
+        "child_life_time",
+        "child_max_connections",
+        "connection_life_time",
+        "client_idle_limit",
+        "ignore_leading_white_space",
+        "statement_level_load_balance",
+        "disable_load_balance_on_write",
+        "sr_check_period",
+        "sr_check_user",
+        "sr_check_password",
+        "sr_check_database",
+        "delay_threshold",
+        "health_check_period",
+        "health_check_timeout",
+        "health_check_user",
+        "health_check_password",
+        "health_check_database",
+        "health_check_max_retries",
+        "health_check_retry_delay",
+        "connect_timeout",
+        "failover_command",
+        "follow_primary_command",
+        "failover_on_backend_error",
+        "failover_on_backend_shutdown",
+        "search_primary_node_timeout",
+        "detach_false_primary",
+        "auto_failback",
+        "auto_failback_interval",
+        "recovery_user",
+        "recovery_password",
+        "recovery_1st_stage_command",
+        "recovery_2nd_stage_command",
+        "recovery_timeout",
+        "client_idle_limit_in_recovery",
+    }
+)
+# backend_* settings per node: weight, data directory and application name reload; hostname/port/flag restart.
+_PGPOOL_RELOADABLE_INDEXED = ("backend_weight", "backend_data_directory", "backend_application_name")
+
+
+@dataclass(frozen=True)
+class ServerFile:
+    path: str
+    content: str
+    mode: str
+    owner: str
+    group: str
+    secret: bool
+    # What a change means for a running service: service None or apply "none": nothing to do.
+    service: str | None = None
+    apply: str = "none"  # none | reload | restart | params
+    kind: str = "file"  # file | block (a marked block at the top of an existing file)
+    validate: str | None = None  # visudo | nft
+    daemon_reload: bool = False  # a systemd unit drop-in
+    template: str = ""  # template path relative to templates/, for review and tests
+
+    @property
+    def is_script(self) -> bool:
+        return self.content.startswith("#!/bin/bash")
+
+
+def slot_name(node_name: str) -> str:
+    """Replication slot of a node: slot names allow [a-z0-9_] only."""
+    return node_name.replace("-", "_")
+
+
+# --- pgpool-II's AES (src/utils/ssl_utils.c): EVP_BytesToKey(aes-256-cbc, sha1, no salt, key, 1 round) gives
+# key and IV; AES-256-CBC with PKCS#7 padding; pool_passwd holds "AES" + base64. Byte-compatible with pg_enc
+# (checked on Debian's 4.3.5). pgpool strips the trailing newline of .pgpoolkey.
+def _bytes_to_key(password: bytes) -> tuple[bytes, bytes]:
+    derived, block = b"", b""
+    while len(derived) < 48:
+        block = hashlib.sha1(block + password).digest()
+        derived += block
+    return derived[:32], derived[32:48]
+
+
+def pgpool_aes(password: str, key: str) -> str:
+    """The AES string pg_enc prints for `password` with the pgpool key `key`."""
+    if _PLACEHOLDER.match(password):
+        return f"AES<encrypted:{_PLACEHOLDER.match(password)['name']}>"  # type: ignore[index]
+    aes_key, iv = _bytes_to_key(key.strip("\n").encode())
+    padder = padding.PKCS7(128).padder()
+    data = padder.update(password.encode()) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(aes_key), modes.CBC(iv)).encryptor()
+    return "AES" + base64.b64encode(encryptor.update(data) + encryptor.finalize()).decode()
+
+
+def pcp_md5(password: str) -> str:
+    if _PLACEHOLDER.match(password):
+        return f"<md5:{_PLACEHOLDER.match(password)['name']}>"  # type: ignore[index]
+    return hashlib.md5(password.encode()).hexdigest()
+
+
+def _pgpass_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def _path_values(config: ClusterConfig) -> dict[str, str]:
+    return {"pg_version": str(config.postgresql.version)}
+
+
+def server_path(template: str, config: ClusterConfig) -> str:
+    """templates-relative template path -> absolute server path ('.j2' dropped, {placeholders} filled)."""
+    path = template.removesuffix(".j2")
+    return "/" + path.format(**_path_values(config))
+
+
+def template_paths() -> list[str]:
+    paths = []
+    for path in sorted(TEMPLATE_DIR.rglob("*.j2")):
+        relative = path.relative_to(TEMPLATE_DIR).as_posix()
+        if relative.split("/", 1)[0] in NOT_SERVER_FILES:
+            continue
+        paths.append(relative)
+    return paths
+
+
+def _metadata(source: str, template: str) -> dict[str, str]:
+    match = _META.match(source)
+    if not match:
+        raise ValueError(f"templates/{template}: first line must be a '{{#- pgha: ... -#}}' metadata comment")
+    meta = {}
+    for item in match["meta"].split():
+        key, _, value = item.partition("=")
+        meta[key] = value
+    for key in ("mode", "owner", "group"):
+        if key not in meta:
+            raise ValueError(f"templates/{template}: metadata lacks {key}=")
+    return meta
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=False,
+        autoescape=False,
+    )
+
+
+def context(config: ClusterConfig, node: Node, secrets: ClusterSecrets) -> dict[str, object]:
+    index = config.nodes.index(node)
+    timing = config.pgpool.timing
+    vip, prefix, dev = config.vip, config.prefix_length, config.vip_interface
+    key = secrets.pgpool_key
+    passwords = ("postgres_password", "replication_password", "pgpool_password", "pcp_password")
+    return {
+        "config": config,
+        "node": node,
+        "node_index": index,
+        "wd_priority": len(config.nodes) - index if timing.distinct_wd_priority else 1,
+        "secrets": secrets,
+        "aes": {name: pgpool_aes(getattr(secrets, name), key) for name in passwords},
+        "pgpass": {name: _pgpass_escape(getattr(secrets, name)) for name in passwords},
+        "pcp_md5": pcp_md5(secrets.pcp_password),
+        "scripts_dir": SCRIPTS_DIR,
+        "local_conf": LOCAL_CONF,
+        "secrets_conf": SECRETS_CONF,
+        "pg_unit": f"postgresql@{config.postgresql.version}-main",
+        "standby_conf": f"{config.pg_config_directory}/pgha-standby.conf",
+        "member_marker": f"/var/lib/postgresql/{config.postgresql.version}/pgha-member",
+        "slot_name": slot_name,
+        "if_up_cmd": f"/usr/bin/sudo -n /usr/sbin/ip addr add $_IP_$/{prefix} dev {dev} label {dev}:0",
+        "if_down_cmd": f"/usr/bin/sudo -n /usr/sbin/ip addr del $_IP_$/{prefix} dev {dev}",
+        "arping_cmd": f"/usr/bin/sudo -n /usr/bin/arping -U $_IP_$ -w 1 -I {dev}",
+        "vip": vip,
+    }
+
+
+def render_node_files(config: ClusterConfig, node: Node, secrets: ClusterSecrets) -> list[ServerFile]:
+    env = _environment()
+    values = context(config, node, secrets)
+    files = []
+    for template in template_paths():
+        source = (TEMPLATE_DIR / template).read_text()
+        meta = _metadata(source, template)
+        if meta.get("when") == "firewall" and not config.firewall.enabled:
+            continue
+        content = env.get_template(template).render(values)
+        files.append(
+            ServerFile(
+                path=server_path(template, config),
+                content=content,
+                mode=meta["mode"],
+                owner=meta["owner"],
+                group=meta["group"],
+                secret=meta.get("secret") == "true",
+                service=meta.get("service"),
+                apply=meta.get("apply", "none"),
+                kind=meta.get("kind", "file"),
+                validate=meta.get("validate"),
+                daemon_reload=meta.get("daemon_reload") == "true",
+                template=template,
+            )
+        )
+    return files
+
+
+def render_tree(config: ClusterConfig, secrets: ClusterSecrets, out_dir: str | Path) -> list[Path]:
+    """Write every node's files at <out>/<node>/<server path> (a block file holds just the managed block)."""
+    written = []
+    for node in config.nodes:
+        for file in render_node_files(config, node, secrets):
+            target = Path(out_dir) / node.name / file.path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(file.content)
+            target.chmod(int(file.mode, 8) & 0o755 | 0o600)
+            written.append(target)
+    return written
+
+
+# --- what a change means for the running services ---
+def parse_settings(content: str) -> dict[str, str]:
+    """`name = value` lines of a pgpool.conf / postgresql.conf style file (comments and blanks skipped)."""
+    settings: dict[str, str] = {}
+    for raw in content.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        name, _, value = line.partition("=")
+        name = name.strip()
+        key = name if name != "include" else f"include:{value.strip()}"
+        settings[key] = value.strip()
+    return settings
+
+
+def pgpool_reloadable(name: str) -> bool:
+    if name in PGPOOL_RELOADABLE:
+        return True
+    return any(name.startswith(prefix) and name[len(prefix) :].isdigit() for prefix in _PGPOOL_RELOADABLE_INDEXED)
+
+
+def _digest(parts: list[str]) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def service_fingerprints(files: list[ServerFile], service: str, *, secret: bool = False) -> tuple[str, str]:
+    """(restart, reload) fingerprints of the files of `service` (secret ones or non-secret ones).
+
+    A `params` file is split per parameter: pgpool's restart-only settings go into the restart fingerprint, the rest
+    into the reload one. Changing a reloadable setting thus changes only the reload fingerprint.
+    """
+    restart: list[str] = []
+    reload: list[str] = []
+    for file in sorted(files, key=lambda f: f.path):
+        if file.service != service or file.secret != secret:
+            continue
+        if file.apply == "params":
+            for name, value in sorted(parse_settings(file.content).items()):
+                target = reload if service == "pgpool2" and pgpool_reloadable(name) else restart
+                target.append(f"{file.path}:{name}={value}")
+        elif file.apply == "restart":
+            restart.append(f"{file.path}:{file.content}")
+        elif file.apply == "reload":
+            reload.append(f"{file.path}:{file.content}")
+    return _digest(restart), _digest(reload)

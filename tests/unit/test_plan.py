@@ -1,0 +1,121 @@
+"""The provisioning plan: order, idempotence markers, and no secret in any command."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from components.plan import Step, provisioning_plan
+from components.render import render_node_files
+
+from .test_render import FAKE, debian12, secret_values, stack
+
+CONFIGS = {
+    "dev": lambda: stack("dev"),
+    "lab": lambda: stack("lab"),
+    "prod": lambda: stack("prod"),
+    "debian12": debian12,
+}
+
+
+@pytest.fixture(params=sorted(CONFIGS))
+def config(request):
+    return CONFIGS[request.param]()
+
+
+def index(steps: list[Step]) -> dict[str, int]:
+    return {s.ref: i for i, s in enumerate(steps)}
+
+
+def test_refs_unique_and_dependencies_come_first(config) -> None:
+    steps = provisioning_plan(config)
+    pos = index(steps)
+    assert len(pos) == len(steps)
+    for step in steps:
+        for dep in step.after:
+            assert pos[dep] < pos[step.ref], (step.ref, dep)
+
+
+def test_standbys_after_the_primary_bootstrap(config) -> None:
+    steps = provisioning_plan(config)
+    pos = index(steps)
+    boot = f"{config.primary_node.name}/primary-bootstrap"
+    for node in config.standby_nodes:
+        clone = f"{node.name}/standby-clone"
+        assert pos[boot] < pos[clone]
+        assert boot in next(s for s in steps if s.ref == clone).after
+
+
+def test_pgpool_starts_after_every_file_and_postgresql_everywhere(config) -> None:
+    steps = provisioning_plan(config)
+    pos = index(steps)
+    ready = [f"{config.primary_node.name}/primary-bootstrap"] + [
+        f"{n.name}/standby-clone" for n in config.standby_nodes
+    ]
+    for node in config.nodes:
+        service = next(s for s in steps if s.ref == f"{node.name}/pgpool-service")
+        own = [s for s in steps if s.node == node.name and s.name.startswith("file-")]
+        assert len(own) == len(render_node_files(config, node, FAKE))
+        for step in own:
+            assert step.ref in service.after and pos[step.ref] < pos[service.ref]
+        for ref in ready:
+            assert ref in service.after
+        assert service.delete and "systemctl stop pgpool2" in service.delete and "ip addr del" in service.delete
+        assert "triggers" not in service.create
+
+
+def test_no_secret_in_any_command_string(config) -> None:
+    for step in provisioning_plan(config):
+        for command in filter(None, (step.create, step.update, step.delete)):
+            for value in secret_values():
+                assert value not in command, (step.ref, value)
+            assert "PGPASSWORD" not in command
+
+
+def test_secret_steps_are_marked_and_carry_secrets_only_on_stdin(config) -> None:
+    for step in provisioning_plan(config):
+        if step.stdin is None:
+            assert not step.secret
+            continue
+        content = step.stdin(FAKE)
+        leaked = [v for v in secret_values() if v in content]
+        if leaked:
+            assert step.secret, step.ref
+    boot = next(s for s in provisioning_plan(config) if s.name == "primary-bootstrap")
+    assert boot.secret and boot.stdin is not None
+    sql = boot.stdin(FAKE)
+    assert "PASSWORD 'FakePostgresPw-7Q2x!''quote'" in sql  # quotes doubled inside the SQL literal
+
+
+def test_non_secret_stdin_does_not_depend_on_secrets(config) -> None:
+    from .test_render import OTHER
+
+    for step in provisioning_plan(config):
+        if step.stdin is not None and not step.secret:
+            assert step.stdin(FAKE) == step.stdin(OTHER), step.ref
+
+
+def test_every_command_escalates_with_sudo_n(config) -> None:
+    for step in provisioning_plan(config):
+        assert shlex.split(step.create)[:2] == ["sudo", "-n"], step.ref
+
+
+def test_one_file_step_per_file_and_a_pgpool_change_touches_few_steps() -> None:
+    base = stack("lab")
+    tuned = base.pgpool.timing.model_copy(update={"health_check_period": 9})
+    changed = base.model_copy(update={"pgpool": base.pgpool.model_copy(update={"tuning": tuned})})
+    before = {s.ref: (s.create, s.stdin(FAKE) if s.stdin else None) for s in provisioning_plan(base)}
+    after = {s.ref: (s.create, s.stdin(FAKE) if s.stdin else None) for s in provisioning_plan(changed)}
+    differ = sorted(ref for ref in before if before[ref] != after[ref])
+    expected = sorted(
+        [f"{n.name}/file-etc-pgpool2-pgpoolconf" for n in base.nodes] + [f"{n.name}/pgpool-service" for n in base.nodes]
+    )
+    assert differ == expected
+
+
+def test_standby_clone_never_reclones_a_member() -> None:
+    config = stack("lab")
+    clone = next(s for s in provisioning_plan(config) if s.name == "standby-clone")
+    script = shlex.split(clone.create)[4]
+    assert script.index('if [ -f "$MEMBER" ]') < script.index("pg-make-standby basebackup")

@@ -1,0 +1,228 @@
+"""The real __main__.py under Pulumi mocks: resource graph, inputs that matter, secrets, bad input.
+
+Every test asserts on registrations recorded while the program ran (see pulumi_harness), after it finished;
+`assert_ran()` fails a test whose program registered nothing.
+"""
+
+from __future__ import annotations
+
+import yaml
+
+from components.cloudinit import render_seed
+from components.config import ConfigError
+from components.stack import load_stack_config
+
+from .pulumi_harness import ProgramRun, run_program, unwrap
+
+LIBVIRT = "libvirt:index/"
+COMMAND = "command:remote:Command"
+GIB = 1024**3
+
+
+def count(run: ProgramRun, type_: str) -> int:
+    return len(run.of_type(type_))
+
+
+def test_dev_stack_resource_graph() -> None:
+    run = run_program("dev")
+    run.assert_ran()
+    assert count(run, "pulumi:providers:libvirt") == 1
+    assert count(run, f"{LIBVIRT}network:Network") == 2
+    assert count(run, f"{LIBVIRT}volume:Volume") == 4  # one base image + three roots
+    assert count(run, f"{LIBVIRT}cloudInitDisk:CloudInitDisk") == 3
+    assert count(run, f"{LIBVIRT}domain:Domain") == 3
+    assert count(run, "pgha:infra:Infrastructure") == 1
+    assert count(run, "pgha:infra:ClusterNetwork") == 1
+    assert count(run, "pgha:infra:BaseImage") == 1
+    assert count(run, "pgha:infra:VirtualMachine") == 3
+    assert count(run, "pgha:database:PostgresCluster") == 1
+    assert count(run, "pgha:database:DatabaseNode") == 3
+    assert count(run, "pgha:secrets:Credentials") == 1
+    # Children are parented to the component that owns them.
+    for domain in run.of_type(f"{LIBVIRT}domain:Domain"):
+        parent = run.by_urn(domain.parent)
+        assert parent.type == "pgha:infra:VirtualMachine"
+        assert run.by_urn(parent.parent).type == "pgha:infra:Infrastructure"
+    for network in run.of_type(f"{LIBVIRT}network:Network"):
+        assert run.by_urn(network.parent).type == "pgha:infra:ClusterNetwork"
+    commands = run.of_type(COMMAND)
+    assert commands, "no provisioning command"
+    for cmd in commands:
+        assert run.by_urn(cmd.parent).type == "pgha:database:DatabaseNode"
+    for secret in run.of_type("random:index/randomPassword:RandomPassword"):
+        assert run.by_urn(secret.parent).type == "pgha:secrets:Credentials"
+
+
+def test_dev_stack_inputs_that_matter() -> None:
+    run = run_program("dev")
+    run.assert_ran()
+    config = load_stack_config("dev")
+    networks = {n.plain("name"): n for n in run.of_type(f"{LIBVIRT}network:Network")}
+    cluster = networks["pgha-dev-cluster"]
+    assert cluster.plain("mode") == "none"
+    assert cluster.plain("addresses") == ["192.168.137.0/24"]
+    # No DHCP on the cluster segment: libvirt would hand out the whole subnet, the VIP included.
+    assert cluster.plain("dhcp") == {"enabled": False}
+    egress = networks["pgha-dev-egress"]
+    assert egress.plain("mode") == "nat" and egress.plain("dhcp") == {"enabled": True}
+
+    volumes = {v.plain("name"): v for v in run.of_type(f"{LIBVIRT}volume:Volume")}
+    base = volumes["pgha-dev-base.qcow2"]
+    assert base.plain("source") == config.libvirt.base_image and "size" not in base.inputs
+    seeds = {s.plain("name"): s for s in run.of_type(f"{LIBVIRT}cloudInitDisk:CloudInitDisk")}
+    domains = {d.plain("name"): d for d in run.of_type(f"{LIBVIRT}domain:Domain")}
+    for node in config.nodes:
+        root = volumes[f"pgha-dev-{node.name}-root.qcow2"]
+        assert root.plain("baseVolumeId") == "infra-hv0-image-volume-id"  # copy-on-write over the base image
+        assert root.plain("size") == 20 * GIB
+        seed = seeds[f"pgha-dev-{node.name}-seed.iso"]
+        expected = render_seed(config, node)
+        assert seed.plain("networkConfig") == expected.network_config
+        network = yaml.safe_load(seed.plain("networkConfig"))
+        assert network["ethernets"]["cluster"]["set-name"] == "enp0s8"
+        assert network["ethernets"]["cluster"]["addresses"] == [f"{node.address}/24"]
+        domain = domains[f"pgha-dev-{node.name}"]
+        nics = domain.plain("networkInterfaces")
+        assert [nic["mac"] for nic in nics] == [expected.cluster_mac, expected.egress_mac]
+        assert nics[0]["networkId"] == "infra-hv0-net-cluster-id"
+        assert domain.plain("type") == "kvm" and domain.plain("memory") == 2048 and domain.plain("vcpu") == 2
+        assert domain.plain("qemuAgent") is True
+        assert domain.plain("consoles")[0]["targetType"] == "serial"
+        assert domain.plain("cloudinit") == f"infra-{node.name}-seed-id"
+        assert domain.plain("disks") == [{"volumeId": f"infra-{node.name}-root-id"}]
+    assert run.outputs["vip"] == "192.168.137.150"
+    assert run.outputs["pgpoolEndpoint"] == "192.168.137.150:9999"
+    assert run.outputs["nodeAddresses"] == {
+        "server1": "192.168.137.11",
+        "server2": "192.168.137.12",
+        "server3": "192.168.137.13",
+    }
+
+
+def test_prod_stack_has_one_provider_network_and_base_image_per_hypervisor() -> None:
+    run = run_program("prod")
+    run.assert_ran()
+    config = load_stack_config("prod")
+    providers = run.of_type("pulumi:providers:libvirt")
+    assert sorted(p.plain("uri") for p in providers) == sorted(n.libvirt_uri for n in config.nodes)
+    assert count(run, f"{LIBVIRT}volume:Volume") == 6
+    clusters = [n for n in run.of_type(f"{LIBVIRT}network:Network") if n.plain("mode") == "bridge"]
+    assert len(clusters) == 3 and {c.plain("bridge") for c in clusters} == {"br-pgha"}
+    provider_of_uri = {p.plain("uri"): p.urn for p in providers}
+    for node in config.nodes:
+        domain = run.named(f"infra-{node.name}-domain")
+        assert domain.provider.startswith(provider_of_uri[node.libvirt_uri] + "::")
+        assert domain.plain("memory") == 8192
+
+
+def test_secrets_stay_secret() -> None:
+    password = "Sup3r-Secret-Postgres-PW"
+    run = run_program("dev", secrets={"postgresPassword": password})
+    run.assert_ran()
+    commands = run.of_type(COMMAND)
+    assert commands
+    secret_steps = 0
+    for cmd in commands:
+        assert cmd.is_secret("connection"), f"{cmd.name}: connection (private key) not secret"
+        for field in ("create", "update", "delete"):
+            text = unwrap(cmd.inputs.get(field)) or ""
+            assert password not in text and "generated-" not in text, f"{cmd.name}.{field} carries a secret"
+        stdin = cmd.plain("stdin") or ""
+        if password in stdin or "generated-" in stdin or "OPENSSH PRIVATE KEY" in stdin:
+            assert cmd.is_secret("stdin"), f"{cmd.name}: stdin carries a secret in clear"
+            assert set(cmd.additional_secret_outputs) >= {"stdout", "stderr"}
+            secret_steps += 1
+    assert secret_steps >= 3, "expected several steps that carry secrets (passwords, keys)"
+    assert "connectionString" in run.secret_outputs
+    assert password in run.outputs["connectionString"]
+    assert run.outputs["connectionString"].endswith("@192.168.137.150:9999/postgres")
+
+
+def test_generated_passwords_when_none_configured() -> None:
+    run = run_program("dev")
+    run.assert_ran()
+    generated = {r.name for r in run.of_type("random:index/randomPassword:RandomPassword")}
+    assert {"credentials-postgres", "credentials-replication", "credentials-pgpool", "credentials-pcp"} <= generated
+    assert count(run, "tls:index/privateKey:PrivateKey") == 1
+    assert run.named("credentials-postgres-ssh").plain("algorithm") == "ED25519"
+
+
+def test_existing_hosts_mode_creates_no_vm_and_connects_to_the_listed_hosts(tmp_path) -> None:
+    key = tmp_path / "admin_ed25519"
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nlab\n-----END OPENSSH PRIVATE KEY-----\n")
+    run = run_program(
+        "lab",
+        overrides={"existingHosts": {"sshUser": "admin", "sshPrivateKeyPath": str(key)}},
+        secrets={},
+        drop=(),
+    )
+    run.assert_ran()
+    assert not [r for r in run.registrations if r.type.startswith(LIBVIRT) or "libvirt" in r.type]
+    hosts = {unwrap(c.inputs["connection"])["host"] for c in run.of_type(COMMAND)}
+    assert hosts == {"10.213.8.11", "10.213.8.12", "10.213.8.13"}
+    users = {unwrap(c.inputs["connection"])["user"] for c in run.of_type(COMMAND)}
+    assert users == {"admin"}
+
+
+def _fails_before_any_resource(run: ProgramRun, *fragments: str) -> None:
+    assert isinstance(run.error, ConfigError), f"expected a ConfigError, got {run.error!r}"
+    for fragment in fragments:
+        assert fragment in str(run.error), str(run.error)
+    created = [r for r in run.registrations if r.custom]
+    assert not created, f"resources were registered before the error: {[r.name for r in created]}"
+
+
+def test_bad_vip_fails_before_any_resource() -> None:
+    _fails_before_any_resource(run_program("dev", overrides={"vip": "10.1.1.1"}), "pgpool-ha:vip:", "outside subnet")
+
+
+def test_clear_text_password_is_refused() -> None:
+    run = run_program("dev", overrides={"postgresPassword": "in-clear"})
+    _fails_before_any_resource(run, "pgpool-ha:postgresPassword:", "clear text")
+
+
+def test_unknown_key_is_refused() -> None:
+    _fails_before_any_resource(run_program("dev", overrides={"vipAdress": "1.2.3.4"}), "pgpool-ha:vipAdress:")
+
+
+def test_missing_admin_private_key_is_reported() -> None:
+    run = run_program("dev", secrets={"sshPrivateKey": ""})
+    _fails_before_any_resource(run, "pgpool-ha:sshPrivateKey:")
+
+
+def test_provisioning_order_in_the_resource_graph() -> None:
+    run = run_program("dev")
+    run.assert_ran()
+    commands = {c.name: c for c in run.of_type(COMMAND)}
+    bootstrap = commands["server1-primary-bootstrap"]
+    for standby in ("server2", "server3"):
+        assert bootstrap.urn in commands[f"{standby}-standby-clone"].dependencies
+    for node in ("server1", "server2", "server3"):
+        service = commands[f"{node}-pgpool-service"]
+        files = [c for name, c in commands.items() if name.startswith(f"{node}-file-")]
+        assert len(files) >= 20
+        missing = [f.name for f in files if f.urn not in service.dependencies]
+        assert not missing, f"{node}: pgpool starts before {missing}"
+        # Nothing runs on a node before its VM exists.
+        domain = run.named(f"infra-{node}-domain")
+        assert domain.urn in commands[f"{node}-packages"].dependencies
+
+
+def test_clear_content_does_not_depend_on_any_secret() -> None:
+    """database.py renders non-secret stdin with placeholders so that previews show it: prove that is safe."""
+    from components.plan import provisioning_plan
+    from components.secrets import ClusterSecrets
+
+    first = ClusterSecrets(*(f"first-{name}" for name in ClusterSecrets.field_names()))
+    second = ClusterSecrets(*(f"second-{name}" for name in ClusterSecrets.field_names()))
+    checked = 0
+    for stack in ("dev", "prod", "lab"):
+        for step in provisioning_plan(load_stack_config(stack)):
+            if step.stdin is None:
+                continue
+            if step.secret:
+                assert step.stdin(first) != step.stdin(second), f"{step.ref} is marked secret but uses no secret"
+            else:
+                assert step.stdin(first) == step.stdin(second), f"{step.ref} uses a secret but is not marked secret"
+                checked += 1
+    assert checked > 30
