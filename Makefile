@@ -67,7 +67,7 @@ drills: setup ## HA drills against the provisioned lab (exit 0 only if all pass)
 	$(IN_LAB) .venv/bin/pytest -q -p no:cacheprovider tests/lab
 
 bench: setup ## Recovery times and throughput: prints one JSON object
-	$(IN_LAB) $(PY) -m lab.bench
+	@$(IN_LAB) $(PY) -m lab.bench
 
 test-lab-infra: setup host-deps ## The lab itself: up, ssh, VIP, crash, partition, reboot, clean teardown
 	LAB_INFRA_TESTS=1 .venv/bin/pytest -q tests/lab_infra
