@@ -29,7 +29,8 @@ def lab() -> Iterator[Lab]:
     if problem:
         cannot_run(problem)
     lab = Lab()
-    lab.up()
+    # Fresh servers: a lab left provisioned (pgpool running, VIP held) would make these checks meaningless.
+    lab.reset()
     yield lab
     lab.down()
 
