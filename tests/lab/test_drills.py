@@ -62,9 +62,17 @@ def wait_writer_success(w: Writer, after: float, timeout: float = 120) -> float:
     raise AssertionError(f"no write through the VIP succeeded within {timeout:.0f} s")
 
 
-def synchronous_deployed() -> bool:
-    rows = query(f"{NO_LB}SHOW synchronous_standby_names")
-    return bool(rows and rows[0][0])
+def synchronous_deployed(timeout: float = 60) -> bool:
+    """Whether the primary runs with synchronous_standby_names set, asked through the VIP. Right after a fault pgpool
+    may still be failing over and drop the connection: ask again until it answers (bounded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = try_query(f"{NO_LB}SHOW synchronous_standby_names")
+        if rows is not None:
+            return bool(rows and rows[0][0])
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no answer through the VIP for {timeout:.0f} s")
+        time.sleep(0.5)
 
 
 def check_writes(res: WriterResult, report: dict[str, Any], t_event: float) -> None:
