@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ import psycopg
 
 from .config import SERVER_BY_NAME, SERVERS, lab_dir
 from .core import Lab
-from .util import LabError, log
+from .util import LabError, log, wait_for
 
 PG_UNIT = "postgresql@15-main"
 PGPOOL_UNIT = "pgpool2"
@@ -243,7 +243,7 @@ def pool_nodes(host: str | None = None, timeout: float = 3.0) -> list[PoolNode]:
 
 def pool_nodes_retry(timeout: float = 30) -> list[PoolNode]:
     """pool_nodes, riding out pgpool restarting its children after a failover or failback (bounded)."""
-    return _wait("show pool_nodes through the VIP", try_pool_nodes, timeout, 0.5)  # type: ignore[no-any-return]
+    return wait_for("show pool_nodes through the VIP", try_pool_nodes, timeout, 0.5)  # type: ignore[no-any-return]
 
 
 def try_pool_nodes(host: str | None = None) -> list[PoolNode] | None:
@@ -518,7 +518,7 @@ class Cluster:
             p = primary_node()
             return p if p and p != not_on else None
 
-        return _wait(f"a primary{f' other than {not_on}' if not_on else ''} through the VIP", probe, timeout, 0.5)
+        return wait_for(f"a primary{f' other than {not_on}' if not_on else ''} through the VIP", probe, timeout, 0.5)
 
     def wait_for_vip(self, timeout: float = 60, *, not_on: str | None = None) -> str:
         """Exactly one server holds the VIP (optionally: not not_on) and pgpool answers there; returns its name."""
@@ -529,7 +529,7 @@ class Cluster:
                 return None
             return holders[0] if try_query("SELECT 1", timeout=1) else None
 
-        return _wait(f"the VIP to answer{f' off {not_on}' if not_on else ''}", probe, timeout, 0.3)
+        return wait_for(f"the VIP to answer{f' off {not_on}' if not_on else ''}", probe, timeout, 0.3)
 
     def wait_for_leader(self, timeout: float = 60, *, not_on: str | None = None) -> str:
         """The watchdog has a leader (not not_on) that holds the VIP; returns its name."""
@@ -540,7 +540,7 @@ class Cluster:
                 return None
             return wd.leader if self.lab.vip_holders() == [wd.leader] else None
 
-        return _wait("a watchdog leader holding the VIP", probe, timeout, 1.0)
+        return wait_for("a watchdog leader holding the VIP", probe, timeout, 1.0)
 
     def wait_writable(self, timeout: float = 60) -> float:
         """Until a write through the VIP commits; returns seconds waited."""
@@ -553,7 +553,7 @@ class Cluster:
                 is not None
             )
 
-        _wait("a write through the VIP", probe, timeout, 0.3)
+        wait_for("a write through the VIP", probe, timeout, 0.3)
         return time.monotonic() - t0
 
     # ------------------------------------------------------------------------------------------------ recovery
@@ -663,7 +663,7 @@ class Cluster:
         try:
             for other in rest:
                 self.lab.stop_service(other, PGPOOL_UNIT)
-            _wait(
+            wait_for(
                 f"{node} to lead the watchdog alone",
                 lambda: (wd := self.try_watchdog_info(node)) is not None and wd.leader == node,
                 max(5.0, deadline - time.monotonic()),
@@ -672,7 +672,7 @@ class Cluster:
         finally:
             for other in rest:
                 self.lab.exec(other, ["systemctl", "start", PGPOOL_UNIT], timeout=60)
-        _wait(
+        wait_for(
             f"{node} to hold the VIP",
             lambda: self.lab.vip_holders() == [node],
             max(5.0, deadline - time.monotonic()),
@@ -709,17 +709,6 @@ def outer_ancestor() -> int | None:
     return None
 
 
-def _wait(what: str, probe: Callable[[], Any], timeout: float, interval: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result is not None and result is not False:
-            return result
-        if time.monotonic() >= deadline:
-            raise LabError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
 # ------------------------------------------------------------------------------------------------------- writer
 def ensure_writes_table(timeout: float = 60) -> None:
     sql = (
@@ -729,7 +718,7 @@ def ensure_writes_table(timeout: float = 60) -> None:
         "server text DEFAULT trim(both E'\\n ' FROM pg_read_file('/etc/hostname')), "
         "PRIMARY KEY (run, id))"
     )
-    _wait("the writes table", lambda: try_query(sql, timeout=2) is not None, timeout, 0.5)
+    wait_for("the writes table", lambda: try_query(sql, timeout=2) is not None, timeout, 0.5)
 
 
 @dataclass(frozen=True)
@@ -859,7 +848,7 @@ class Writer:
 
 def missing_rows(result: WriterResult, timeout: float = 60) -> list[int]:
     """Acknowledged ids of this run that the current primary does not have (asked through the VIP, no LB)."""
-    rows = _wait(
+    rows = wait_for(
         "the written rows through the VIP",
         lambda: try_query(f"{NO_LB}SELECT id FROM {WRITES_TABLE} WHERE run = %s", (result.run,), timeout=2),
         timeout,
