@@ -145,12 +145,9 @@ def run_program(
     stack: str = "dev",
     overrides: dict[str, Any] | None = None,
     secrets: dict[str, str] | None = None,
-    drop: tuple[str, ...] = (),
 ) -> ProgramRun:
     """Run __main__.py with the stack's config (plus overrides; `secrets` are set as secret config)."""
     values = stack_config(stack)
-    for key in drop:
-        values.pop(f"{PROJECT}:{key}", None)
     for key, value in (overrides or {}).items():
         values[f"{PROJECT}:{key}"] = value
     secret_values = {

@@ -150,13 +150,16 @@ def test_generated_passwords_when_none_configured() -> None:
 def test_existing_hosts_mode_creates_no_vm_and_connects_to_the_listed_hosts(tmp_path) -> None:
     key = tmp_path / "admin_ed25519"
     key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nlab\n-----END OPENSSH PRIVATE KEY-----\n")
+    # No sshPrivateKey secret: the key must come from existingHosts.sshPrivateKeyPath.
     run = run_program(
         "lab",
         overrides={"existingHosts": {"sshUser": "admin", "sshPrivateKeyPath": str(key)}},
-        secrets={},
-        drop=(),
+        secrets={"sshPrivateKey": ""},
     )
     run.assert_ran()
+    for command in run.of_type(COMMAND):
+        assert command.is_secret("connection")
+        assert unwrap(command.inputs["connection"])["privateKey"] == key.read_text()
     assert not [r for r in run.registrations if r.type.startswith(LIBVIRT) or "libvirt" in r.type]
     hosts = {unwrap(c.inputs["connection"])["host"] for c in run.of_type(COMMAND)}
     assert hosts == {"10.213.8.11", "10.213.8.12", "10.213.8.13"}
