@@ -1,7 +1,7 @@
 """The provisioning as data: an ordered list of Steps, each one idempotent shell command run over SSH.
 
-Consumed by the Pulumi component (components/database.py: one remote.Command per Step) and by the stand-in runner
-(components/runner.py). Rules every step follows:
+Consumed by the Pulumi component (components/database.py: one remote.Command per Step), and by the render command
+for review. Rules every step follows:
 - the command runs as the admin user and escalates with `sudo -n`;
 - no secret in a command string: secret content (files, SQL with passwords) comes on stdin;
 - idempotent, with state checks (a node that already belongs to the cluster is never re-bootstrapped or re-cloned,
@@ -12,8 +12,8 @@ Reload vs restart: the pgpool-service step's command embeds fingerprints of pgpo
 settings (components.render.service_fingerprints). When pgpool.conf changes, the command string changes, so Pulumi
 runs `update` (no `triggers`, which would replace the resource and run its delete = stop pgpool). On the server the
 step compares the fingerprints with the ones it applied last (/var/lib/pgha/pgpool.applied) and restarts, reloads,
-or does nothing; the runner, which runs every step every time, gets the same decision. Secret files are handled the
-same way by the pgpool-secrets step, whose fingerprints come on stdin (a secret) instead of in the command.
+or does nothing (a step the engine runs again after an interrupted `up` gets the same decision). Secret files are
+handled the same way by the pgpool-secrets step, whose fingerprints come on stdin (a secret) instead of in the command.
 """
 
 from __future__ import annotations
@@ -189,8 +189,14 @@ out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 for pair in {pairs}; do
   name=${{pair%%=*}} addr=${{pair#*=}}
-  keys=$(ssh-keyscan -T 5 "$addr" 2>/dev/null | grep -v '^#' | sort || true)
-  if [ -z "$keys" ]; then echo "failed: no ssh host key from $name ($addr)" >&2; exit 1; fi
+  # Bounded retries: while the engine provisions, sshd drops unauthenticated connections beyond MaxStartups.
+  keys=""
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    keys=$(ssh-keyscan -T 5 "$addr" 2>/dev/null | grep -v '^#' | sort || true)
+    [ -n "$keys" ] && break
+    sleep 1
+  done
+  if [ -z "$keys" ]; then echo "failed: no ssh host key from $name ($addr) after 10 tries" >&2; exit 1; fi
   echo "$keys" | awk -v n="$name,$addr" '{{ $1 = n; print }}' >>"$out"
 done
 dst=/var/lib/postgresql/.ssh/known_hosts

@@ -73,21 +73,15 @@ def machine() -> dict[str, Any]:
 
 
 def provision(stack: str, timeout: float = 900) -> float:
-    t0 = time.monotonic()
-    cp = subprocess.run(
-        [sys.executable, "-m", "components", "apply", "--stack", stack],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    took = time.monotonic() - t0
-    if cp.returncode != 0:
-        raise LabError(f"provisioning stack {stack} failed:\n{(cp.stdout + cp.stderr)[-3000:]}")
-    last = [line for line in cp.stdout.splitlines() if line.startswith("runner:")]
-    say(f"apply --stack {stack}: {took:.1f} s ({last[-1] if last else 'no summary'})")
-    return took
+    """`pulumi up` of the lab stack with the config of Pulumi.<stack>.yaml; its wall time."""
+    from .engine import EngineError, LabStack
+
+    try:
+        run = LabStack(echo=False).up(stack, timeout=timeout)
+    except EngineError as e:
+        raise LabError(f"pulumi up with the config of stack {stack} failed: {e}") from e
+    say(f"pulumi up (config {stack}): {run.seconds:.1f} s ({run.changes})")
+    return run.seconds
 
 
 def pgbench(host: str, port: int, seconds: int, clients: int) -> float:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import statistics
 import subprocess
@@ -26,7 +25,7 @@ from typing import Any
 
 import psycopg
 
-from .config import SERVER_BY_NAME, SERVERS, lab_dir
+from .config import SERVER_BY_NAME, SERVERS
 from .core import Lab
 from .util import LabError, log, wait_for
 
@@ -42,7 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 # --------------------------------------------------------------------------------------------- settings, credentials
 @dataclass(frozen=True)
 class Settings:
-    """What a client needs to know about the provisioned cluster (from the stack file and $LAB_DIR/secrets.json)."""
+    """What a client needs to know about the provisioned cluster (from the stack file and the stack's outputs)."""
 
     stack: str
     vip: str
@@ -66,30 +65,21 @@ def current_stack() -> str:
     return os.environ.get(STACK_ENV, "lab")
 
 
-def _find_password(doc: Any, stack: str) -> str | None:
-    """postgres_password from secrets.json, whatever its nesting (flat, per stack, camelCase or snake_case)."""
-    if not isinstance(doc, dict):
-        return None
-    for key in ("postgres_password", "postgresPassword"):
-        if isinstance(doc.get(key), str):
-            return str(doc[key])
-    for key in (stack, "secrets", "values", "credentials"):
-        found = _find_password(doc.get(key), stack)
-        if found:
-            return found
-    for value in doc.values():
-        found = _find_password(value, stack)
-        if found:
-            return found
-    return None
+def stack_password() -> str:
+    """The postgres password, from the lab stack's outputs (the engine's state): the lab keeps no copy of its own."""
+    from urllib.parse import unquote, urlsplit
 
+    from .engine import EngineError, LabStack
 
-def secrets_file() -> Any:
-    """The credentials the provisioning runner generated once for the lab (components.runner)."""
-    path = lab_dir() / "secrets.json"
-    if not path.is_file():
-        raise LabError(f"no {path}: the lab is not provisioned (python -m components apply --stack lab)")
-    return json.loads(path.read_text())
+    try:
+        outputs = LabStack(echo=False).outputs(show_secrets=True)
+    except EngineError as e:
+        raise LabError(f"the lab stack has no outputs (make lab-provision): {e}") from e
+    url = outputs.get("connectionString")
+    password = urlsplit(url).password if isinstance(url, str) else None
+    if not password:
+        raise LabError("the lab stack's connectionString output holds no password (make lab-provision)")
+    return unquote(password)
 
 
 def settings(stack: str | None = None) -> Settings:
@@ -102,9 +92,7 @@ def _settings(stack: str) -> Settings:
     from components.stack import load_stack_config  # the program's own config reader and defaults
 
     cfg = load_stack_config(stack)
-    password = _find_password(secrets_file(), stack)
-    if not password:
-        raise LabError(f"{lab_dir() / 'secrets.json'} holds no postgres password")
+    password = stack_password()
     return Settings(
         stack=stack,
         vip=str(cfg.vip),

@@ -88,6 +88,12 @@ def _kill(pid: int | None, sig: int) -> None:
             os.kill(pid, sig)
 
 
+def forget_stack_state(directory: Path) -> None:
+    from .engine import LabStack  # late: `python -m lab.engine` must not be imported by the package first
+
+    LabStack(directory=directory / "pulumi").forget()
+
+
 class Lab:
     """Three servers (server1..3) in their own network namespaces, wired to a bridge in namespace pghalab-sw."""
 
@@ -548,6 +554,10 @@ class Lab:
             self.image.ensure(in_use=self._any_mounted())
             self.ensure_ssh_key()
             fresh = not present and not keep
+            if fresh:
+                # The stack's state described the old servers: a new one starts empty (remote commands cannot
+                # notice that a server was rebuilt, so a stale state would make `up` skip the provisioning).
+                forget_stack_state(self.dir)
             net.ensure_switch()
             for s in SERVERS:
                 net.ensure_server_net(s, cable_up=True)
@@ -579,6 +589,7 @@ class Lab:
             shutil.rmtree(self.dir / "run", ignore_errors=True)
             if purge:
                 shutil.rmtree(self.dir / "servers", ignore_errors=True)
+                forget_stack_state(self.dir)
             log.info("down: lab down in %.1f s%s", time.monotonic() - t0, " (overlays purged)" if purge else "")
 
     def reset(self) -> None:

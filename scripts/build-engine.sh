@@ -1,70 +1,113 @@
 #!/usr/bin/env bash
-# Build the Pulumi engine from Go modules into .tools/bin (git-ignored), so that preview/up run offline:
-# nothing is downloaded at run time, and get.pulumi.com / GitHub are never contacted.
+# Build the Pulumi engine users run (CLI, upstream Python language host, the four resource providers) into
+# .tools/ (git-ignored), so that preview/up/destroy run offline: nothing is downloaded at run time.
 #
 #   bash scripts/build-engine.sh          # idempotent: a binary whose stamp matches is not rebuilt
 #   FORCE=1 bash scripts/build-engine.sh  # rebuild everything
 #
-# Then run the engine with (see the end of this script's output):
-#   export PATH="$PWD/.tools/bin:$PATH" PULUMI_HOME="$PWD/.tools/pulumi-home" \
-#          PULUMI_SKIP_UPDATE_CHECK=1 PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
+# Where a `pulumi` CLI and the plugins of the right versions already exist (a normal workstation, outside
+# .tools), they are used and nothing is built. Run the engine with `scripts/pulumi.sh` (sets PATH/PULUMI_HOME).
+#
+# The CLI comes from the Go module proxy (tools/engine/pulumi pins it). The language host and the providers
+# are refused by the proxy; their upstream trees, pinned, are in ../shared/third_party (read-only): each is
+# copied to .tools/src and the go.mod edits it needs are applied there with `go mod edit`.
 set -euo pipefail
 
 # ---- pinned versions -------------------------------------------------------------------------------------
-# The Python SDK is pulumi==3.272.0, but the Go module proxy reachable here does not serve
-# github.com/pulumi/pulumi/pkg/v3@v3.272.0 (403 "This module version is not available"); v3.274.1 is the
-# nearest served release (a CLI newer than the SDK is supported; the reverse is not). Keep PULUMI_VERSION in
-# step with tools/engine/pulumi/go.mod (pkg/v3 and sdk/v3 are required there at this version).
+# The Python SDK is pulumi==3.272.0; the proxy does not serve pkg/v3@v3.272.0, v3.274.1 is the nearest served
+# release (a CLI newer than the SDK is supported). Keep in step with tools/engine/pulumi/go.mod.
 PULUMI_VERSION=v3.274.1
-# tools/engine/pulumi/cmd/pulumi-language-python (ours: the upstream host module is not served), built
-# against sdk/v3 PULUMI_VERSION; it reports this version.
-LANGHOST_VERSION=${PULUMI_VERSION}
 ACTIONLINT_VERSION=v1.7.12
-# Resource providers matching the Python SDKs in uv.lock. None of these modules is served by the proxy
-# reachable here (403 or 404, see try_provider); the script checks again on every run and says so.
-COMMAND_PROVIDER=github.com/pulumi/pulumi-command/provider@v1.2.1
-TLS_PROVIDER=github.com/pulumi/pulumi-tls/provider/v5@v5.6.2
-RANDOM_PROVIDER=github.com/pulumi/pulumi-random/provider/v4@v4.21.4
-LIBVIRT_PROVIDER=github.com/pulumi/pulumi-libvirt/provider@v0.5.4
+# Provider versions = the Python SDK packages in uv.lock (the engine warns on any mismatch).
+COMMAND_VERSION=1.2.1
+RANDOM_VERSION=4.21.1
+TLS_VERSION=5.5.1
+LIBVIRT_VERSION=0.5.4
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+THIRD_PARTY=${THIRD_PARTY:-$(cd "$ROOT/.." && pwd)/shared/third_party}
 TOOLS="$ROOT/.tools"
 BIN="$TOOLS/bin"
+SRC="$TOOLS/src"
 STAMPS="$TOOLS/stamps"
 export PULUMI_HOME="$TOOLS/pulumi-home"
 ENGINE_MOD="$ROOT/tools/engine/pulumi"
 FORCE=${FORCE:-0}
 
-# Two cores: one build at a time, two compile jobs. -buildvcs=false: the wrapper module lives in this repo.
-export GOFLAGS="${GOFLAGS:-} -p=2 -buildvcs=false"
-# Use the local Go; fail rather than download another toolchain.
-export GOTOOLCHAIN=local
+# Two cores: two compile jobs. -mod=mod: the go.mod edits below change the module graph.
+export GOFLAGS="-p=2 -buildvcs=false -mod=mod"
+export GOTOOLCHAIN=local # use the local Go; never download another toolchain
+export PULUMI_SKIP_UPDATE_CHECK=1 PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
 LDFLAGS_BASE="-s -w"
 
-mkdir -p "$BIN" "$STAMPS" "$PULUMI_HOME"
-
+mkdir -p "$BIN" "$SRC" "$STAMPS" "$PULUMI_HOME"
 log() { printf '==> %s\n' "$*"; }
+# One build at a time (CI starts one early in the background; `make test` asks again and waits for it).
+exec 9>"$TOOLS/.build.lock"
+if ! flock -n 9; then
+    log "another engine build is running: waiting for it"
+    flock 9
+fi
+script_start=$(date +%s)
 
-# stamp_ok NAME STAMP: true when BIN/NAME exists and was built from exactly STAMP.
+# stamp_ok NAME STAMP: true when NAME was built from exactly STAMP (and its output still exists: $3).
 stamp_ok() {
-    local name=$1 stamp=$2
-    [[ $FORCE != 1 && -x "$BIN/$name" && -f "$STAMPS/$name" && "$(cat "$STAMPS/$name")" == "$stamp" ]]
+    local name=$1 stamp=$2 output=$3
+    [[ $FORCE != 1 && -e "$output" && -f "$STAMPS/$name" && "$(cat "$STAMPS/$name")" == "$stamp" ]]
 }
 
 # timed NAME CMD...: run CMD, print how long it took.
 timed() {
-    local name=$1 start end
+    local name=$1 start
     shift
     start=$(date +%s)
     "$@"
-    end=$(date +%s)
-    log "$name built in $((end - start))s"
+    log "$name built in $(($(date +%s) - start)) s"
+}
+
+# tree_hash DIR: content hash of a source tree (its files, not their times).
+tree_hash() {
+    (cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+}
+
+# fresh_copy NAME: .tools/src/NAME as a writable copy of ../shared/third_party/NAME.
+fresh_copy() {
+    local name=$1
+    [[ -d "$THIRD_PARTY/$name" ]] || {
+        log "missing $THIRD_PARTY/$name (the upstream sources, see shared/third_party/README.md)"
+        exit 1
+    }
+    rm -rf "${SRC:?}/$name"
+    cp -a "$THIRD_PARTY/$name" "$SRC/$name"
+    chmod -R u+w "$SRC/$name"
 }
 
 go_version=$(go env GOVERSION)
 log "Go $go_version; GOMODCACHE=$(go env GOMODCACHE) GOCACHE=$(go env GOCACHE)"
 
-# ---- pulumi CLI ------------------------------------------------------------------------------------------
+# ---- a workstation that already has the engine ------------------------------------------------------------
+# plugin_present NAME VERSION: the plugin is installed in PULUMI_HOME.
+plugin_present() {
+    [[ -x "$PULUMI_HOME/plugins/resource-$1-v$2/pulumi-resource-$1" ]]
+}
+system_pulumi=$(PATH=$(printf '%s' "$PATH" | tr ':' '\n' | grep -vx "$BIN" | paste -sd:) command -v pulumi || true)
+if [[ -n $system_pulumi && $FORCE != 1 ]]; then
+    home=${SYSTEM_PULUMI_HOME:-$HOME/.pulumi}
+    have_all=1
+    for p in "command $COMMAND_VERSION" "random $RANDOM_VERSION" "tls $TLS_VERSION" "libvirt $LIBVIRT_VERSION"; do
+        read -r name version <<<"$p"
+        [[ -x "$home/plugins/resource-$name-v$version/pulumi-resource-$name" ]] || have_all=0
+    done
+    if ((have_all)) && command -v pulumi-language-python >/dev/null; then
+        log "using the installed engine: $system_pulumi ($("$system_pulumi" version)) and plugins in $home"
+        printf '%s\n' "$system_pulumi" >"$TOOLS/system-pulumi"
+        printf '%s\n' "$home" >"$TOOLS/system-pulumi-home"
+        exit 0
+    fi
+fi
+rm -f "$TOOLS/system-pulumi" "$TOOLS/system-pulumi-home"
+
+# ---- pulumi CLI (from the Go module proxy) ---------------------------------------------------------------
 build_pulumi() {
     (cd "$ENGINE_MOD" && go build -trimpath \
         -ldflags "$LDFLAGS_BASE -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$PULUMI_VERSION" \
@@ -72,44 +115,120 @@ build_pulumi() {
     mv "$BIN/pulumi.tmp" "$BIN/pulumi"
 }
 stamp="pulumi $PULUMI_VERSION $go_version $(sha256sum "$ENGINE_MOD/go.sum" | cut -c1-16)"
-if stamp_ok pulumi "$stamp"; then
+if stamp_ok pulumi "$stamp" "$BIN/pulumi"; then
     log "pulumi $PULUMI_VERSION: up to date"
 else
-    log "building pulumi $PULUMI_VERSION (github.com/pulumi/pulumi/pkg/v3/cmd/pulumi; cold: ~15-20 min on 2 cores)"
-    timed pulumi build_pulumi
+    log "building pulumi $PULUMI_VERSION (github.com/pulumi/pulumi/pkg/v3/cmd/pulumi)"
+    timed "pulumi $PULUMI_VERSION" build_pulumi
     printf '%s\n' "$stamp" >"$STAMPS/pulumi"
 fi
 
-# ---- Python language host --------------------------------------------------------------------------------
-sdk_dir=$(cd "$ENGINE_MOD" && go list -m -f '{{.Dir}}' github.com/pulumi/pulumi/sdk/v3)
+# ---- upstream Python language host -----------------------------------------------------------------------
+# Its go.mod replaces pkg/sdk with the monorepo's own directories; build it against the CLI's release instead.
 build_langhost() {
-    (cd "$ENGINE_MOD" && go build -trimpath \
-        -ldflags "$LDFLAGS_BASE -X main.version=$LANGHOST_VERSION" \
-        -o "$BIN/pulumi-language-python.tmp" ./cmd/pulumi-language-python)
+    fresh_copy pulumi-language-python
+    local dir="$SRC/pulumi-language-python/sdk/python/cmd/pulumi-language-python"
+    (cd "$dir" &&
+        go mod edit -dropreplace github.com/pulumi/pulumi/pkg/v3 -dropreplace github.com/pulumi/pulumi/sdk/v3 \
+            -require "github.com/pulumi/pulumi/pkg/v3@$PULUMI_VERSION" \
+            -require "github.com/pulumi/pulumi/sdk/v3@$PULUMI_VERSION" &&
+        go build -trimpath \
+            -ldflags "$LDFLAGS_BASE -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$PULUMI_VERSION" \
+            -o "$BIN/pulumi-language-python.tmp" .)
     mv "$BIN/pulumi-language-python.tmp" "$BIN/pulumi-language-python"
+    # The host runs the program through this script, looked up next to its own binary.
+    install -m 0755 "$SRC/pulumi-language-python/sdk/python/cmd/pulumi-language-python-exec" \
+        "$BIN/pulumi-language-python-exec"
 }
-stamp="pulumi-language-python $LANGHOST_VERSION $go_version $(cat "$ENGINE_MOD/go.sum" \
-    "$ENGINE_MOD/cmd/pulumi-language-python/main.go" | sha256sum | cut -c1-16)"
-if stamp_ok pulumi-language-python "$stamp"; then
-    log "pulumi-language-python $LANGHOST_VERSION: up to date"
+stamp="langhost $PULUMI_VERSION $go_version $(tree_hash "$THIRD_PARTY/pulumi-language-python")"
+if stamp_ok pulumi-language-python "$stamp" "$BIN/pulumi-language-python-exec"; then
+    log "pulumi-language-python $PULUMI_VERSION: up to date"
 else
-    log "building pulumi-language-python $LANGHOST_VERSION (tools/engine/pulumi/cmd/pulumi-language-python)"
+    log "building pulumi-language-python (upstream, ../shared/third_party/pulumi-language-python)"
     timed pulumi-language-python build_langhost
     printf '%s\n' "$stamp" >"$STAMPS/pulumi-language-python"
 fi
-# Scripts shipped in sdk/v3 next to the upstream binaries: the program runner the language host calls, and
-# the dynamic-provider plugin (pulumi.dynamic) the engine starts as `pulumi-resource-pulumi-python`.
-install -m 0755 "$sdk_dir/python/cmd/pulumi-language-python-exec" "$BIN/pulumi-language-python-exec"
-install -m 0755 "$sdk_dir/python/dist/pulumi-resource-pulumi-python" "$BIN/pulumi-resource-pulumi-python"
 
-# ---- actionlint -----------------------------------------------------------------------------------------
+# ---- resource providers ----------------------------------------------------------------------------------
+# Each: copy, go mod edit, (go generate the embedded schema), build, `pulumi plugin install --file`.
+build_command() {
+    fresh_copy pulumi-command-1.2.1
+    (cd "$SRC/pulumi-command-1.2.1/provider" && go build -trimpath \
+        -ldflags "$LDFLAGS_BASE -X github.com/pulumi/pulumi-command/provider/pkg/version.Version=$COMMAND_VERSION" \
+        -o "$SRC/pulumi-resource-command" ./cmd/pulumi-resource-command)
+}
+# random and tls pin pseudo-versions of pulumi-yaml, the dotnet host and pulumi-java that the proxy refuses;
+# require served releases (java < 1.34 does not compile against the newer pulumi codegen).
+BRIDGED_CODEGEN_EDITS=(-require github.com/pulumi/pulumi-yaml@v1.38.1
+    -require github.com/pulumi/pulumi-dotnet/pulumi-language-dotnet/v3@v3.110.0
+    -require github.com/pulumi/pulumi-java@v1.34.0)
+build_random() {
+    fresh_copy pulumi-random-4.21.1
+    (cd "$SRC/pulumi-random-4.21.1/provider" &&
+        go mod edit "${BRIDGED_CODEGEN_EDITS[@]}" &&
+        VERSION=$RANDOM_VERSION go generate ./cmd/pulumi-resource-random &&
+        CGO_ENABLED=0 go build -trimpath \
+            -ldflags "$LDFLAGS_BASE -X github.com/pulumi/pulumi-random/provider/v4/pkg/version.Version=$RANDOM_VERSION" \
+            -o "$SRC/pulumi-resource-random" ./cmd/pulumi-resource-random)
+}
+build_tls() {
+    fresh_copy pulumi-tls-5.5.1
+    # The terraform-provider-tls commit tls 5.5.1 pins is refused; v5.3.0's is served.
+    (cd "$SRC/pulumi-tls-5.5.1/provider" &&
+        go mod edit "${BRIDGED_CODEGEN_EDITS[@]}" \
+            -replace github.com/hashicorp/terraform-provider-tls=github.com/hashicorp/terraform-provider-tls@v1.2.1-0.20260130152455-857b38cda3fc &&
+        VERSION=$TLS_VERSION go generate ./cmd/pulumi-resource-tls &&
+        CGO_ENABLED=0 go build -trimpath \
+            -ldflags "$LDFLAGS_BASE -X github.com/pulumi/pulumi-tls/provider/v5/pkg/version.Version=$TLS_VERSION" \
+            -o "$SRC/pulumi-resource-tls" ./cmd/pulumi-resource-tls)
+}
+build_libvirt() {
+    fresh_copy pulumi-libvirt-0.5.4
+    fresh_copy terraform-provider-libvirt-0.8.1
+    # pulumi-libvirt 0.5.4 wraps terraform-provider-libvirt v0.8.1, which the proxy refuses.
+    (cd "$SRC/pulumi-libvirt-0.5.4/provider" &&
+        go mod edit -replace "github.com/dmacvicar/terraform-provider-libvirt=$SRC/terraform-provider-libvirt-0.8.1" &&
+        VERSION=$LIBVIRT_VERSION go generate ./cmd/pulumi-resource-libvirt &&
+        CGO_ENABLED=0 go build -trimpath \
+            -ldflags "$LDFLAGS_BASE -X github.com/pulumi/pulumi-libvirt/provider/pkg/version.Version=$LIBVIRT_VERSION" \
+            -o "$SRC/pulumi-resource-libvirt" ./cmd/pulumi-resource-libvirt)
+}
+
+# provider NAME VERSION TREE...: build (if its sources or Go changed) and install the plugin.
+provider() {
+    local name=$1 version=$2 stamp tree
+    shift 2
+    stamp="$name $version $go_version"
+    for tree in "$@"; do stamp+=" $(tree_hash "$THIRD_PARTY/$tree")"; done
+    if stamp_ok "plugin-$name" "$stamp" "$PULUMI_HOME/plugins/resource-$name-v$version/pulumi-resource-$name"; then
+        log "provider $name $version: up to date"
+        return
+    fi
+    log "building provider $name $version (../shared/third_party/$1)"
+    timed "provider $name $version" "build_$name"
+    "$BIN/pulumi" plugin rm resource "$name" "$version" --yes >/dev/null 2>&1 || true
+    "$BIN/pulumi" plugin install resource "$name" "$version" --file "$SRC/pulumi-resource-$name"
+    plugin_present "$name" "$version" || {
+        log "provider $name $version: not installed in $PULUMI_HOME"
+        exit 1
+    }
+    rm -rf "${SRC:?}/$1" "${SRC:?}/pulumi-resource-$name"
+    [[ $name != libvirt ]] || rm -rf "${SRC:?}/terraform-provider-libvirt-0.8.1"
+    printf '%s\n' "$stamp" >"$STAMPS/plugin-$name"
+}
+provider command "$COMMAND_VERSION" pulumi-command-1.2.1
+provider libvirt "$LIBVIRT_VERSION" pulumi-libvirt-0.5.4 terraform-provider-libvirt-0.8.1
+provider random "$RANDOM_VERSION" pulumi-random-4.21.1
+provider tls "$TLS_VERSION" pulumi-tls-5.5.1
+
+# ---- actionlint (lints the GitHub workflows) -------------------------------------------------------------
 build_actionlint() {
-    GOBIN="$BIN" go install -trimpath \
+    GOBIN="$BIN" GOFLAGS="-p=2" go install -trimpath \
         -ldflags "$LDFLAGS_BASE -X github.com/rhysd/actionlint.version=${ACTIONLINT_VERSION#v}" \
         "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
 }
 stamp="actionlint $ACTIONLINT_VERSION $go_version"
-if stamp_ok actionlint "$stamp"; then
+if stamp_ok actionlint "$stamp" "$BIN/actionlint"; then
     log "actionlint $ACTIONLINT_VERSION: up to date"
 else
     log "building actionlint $ACTIONLINT_VERSION"
@@ -117,46 +236,8 @@ else
     printf '%s\n' "$stamp" >"$STAMPS/actionlint"
 fi
 
-# ---- resource providers ---------------------------------------------------------------------------------
-# try_provider NAME MODULE@VERSION: a provider can only be built if the proxy serves its module. None is
-# served today; say so (with the proxy's answer) and go on, so the engine and language host stay usable.
-missing_providers=()
-probe_dir=$(mktemp -d)
-trap 'rm -rf "$probe_dir"' EXIT
-go_proxy=$(go env GOPROXY)
-go_proxy=${go_proxy%,direct}
-try_provider() {
-    local name=$1 modver=$2 out
-    if [[ -x "$PULUMI_HOME/plugins/resource-$name-v${modver##*@v}/pulumi-resource-$name" ]]; then
-        log "provider $name ${modver##*@}: installed"
-        return 0
-    fi
-    # Outside any module (nothing is recorded), asking the proxy only (no fallback to the VCS host).
-    if out=$(cd "$probe_dir" && GOPROXY=$go_proxy GOFLAGS='' go mod download -json "$modver" 2>&1); then
-        log "provider $name: $modver is now served by the Go proxy: add a wrapper module for it"
-    else
-        log "provider $name: cannot build, $modver is not served by the Go module proxy:"
-        printf '    %s\n' "$(printf '%s' "$out" | grep -m1 -E '"Error"|go: ' || printf '%s' "$out" | head -n1)"
-    fi
-    missing_providers+=("$name")
-}
-try_provider command "$COMMAND_PROVIDER"
-try_provider tls "$TLS_PROVIDER"
-try_provider random "$RANDOM_PROVIDER"
-try_provider libvirt "$LIBVIRT_PROVIDER"
-
 # ---- summary --------------------------------------------------------------------------------------------
-log "binaries in $BIN:"
-for f in pulumi pulumi-language-python actionlint; do
-    printf '    %-26s %s\n' "$f" "$(du -h "$BIN/$f" | cut -f1)"
-done
 "$BIN/pulumi" version
-log "Go caches: $(du -sh "$(go env GOMODCACHE)" | cut -f1) module cache, $(du -sh "$(go env GOCACHE)" | cut -f1) build cache"
-if ((${#missing_providers[@]})); then
-    log "providers not available: ${missing_providers[*]} (programs using them cannot run offline here)"
-fi
-cat <<EOF
-==> run the engine offline with:
-    export PATH="$BIN:\$PATH" PULUMI_HOME="$PULUMI_HOME"
-    export PULUMI_SKIP_UPDATE_CHECK=1 PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
-EOF
+"$BIN/pulumi" plugin ls
+log "engine ready in $(($(date +%s) - script_start)) s; Go caches: $(du -sh "$(go env GOMODCACHE)" | cut -f1) modules," \
+    "$(du -sh "$(go env GOCACHE)" | cut -f1) build cache"

@@ -3,13 +3,13 @@
 A bounded writer commits numbered rows through the VIP during c-g; afterwards every acknowledged row must exist.
 With synchronous replication (stack option postgresql.synchronousReplication) that is asserted; with asynchronous
 replication a loss is reported, not failed (it is the documented trade-off). Drill j proves zero loss with
-synchronous replication by re-provisioning the lab with the stack lab-sync (Pulumi.lab-sync.yaml) for its duration.
+synchronous replication by re-provisioning the lab (`pulumi up`) with the config of Pulumi.lab-sync.yaml for its
+duration.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -37,6 +37,7 @@ from lab.cluster import (
 from lab.cluster import (
     pool_nodes_retry as pool_nodes,
 )
+from lab.engine import LabStack
 
 REPO = Path(__file__).resolve().parents[2]
 # Bounds for one event, generous for the slower walkthrough profile (the tuned one takes a fraction of these).
@@ -335,15 +336,8 @@ def sync_stack(cluster: Cluster) -> Iterator[Cluster]:
 
 
 def apply_stack(stack: str) -> None:
-    cp = subprocess.run(
-        [sys.executable, "-m", "components", "apply", "--stack", stack],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert cp.returncode == 0, f"provisioning stack {stack} failed:\n{(cp.stdout + cp.stderr)[-3000:]}"
+    """`pulumi up` of the lab stack with the config of Pulumi.<stack>.yaml (the engine, as a user runs it)."""
+    LabStack(echo=False).up(stack)
 
 
 @pytest.mark.parametrize("fault", ["stop-postgresql", "power-loss", "partition"])
