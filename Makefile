@@ -9,7 +9,7 @@ IN_LAB  := ip netns exec $(LAB_NS)
 STACK   ?= lab
 
 .PHONY: help setup host-deps test test-unit test-lab lint render lab-up lab-down lab-reset lab-provision \
-        lab-status demo drills bench engine test-lab-infra
+        lab-destroy lab-status demo drills bench engine test-lab-infra lifecycle
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -26,18 +26,14 @@ host-deps: ## Debian packages the lab and its clients need (root)
 	if [ -n "$$missing" ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	else echo "host packages: all installed"; fi
 
-ACTIONLINT_VERSION := v1.7.12
-.tools/bin/actionlint:
-	GOBIN=$(CURDIR)/.tools/bin GOTOOLCHAIN=local go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
-
-lint: setup .tools/bin/actionlint ## ruff, mypy, shellcheck, actionlint (workflows)
+lint: setup engine ## ruff, mypy, shellcheck, actionlint (workflows)
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 	.venv/bin/shellcheck scripts/*.sh .ci/run
 	PATH=$(CURDIR)/.venv/bin:$$PATH .tools/bin/actionlint
 
-engine: ## Build the pulumi CLI (+ Python language host, actionlint) from Go modules into .tools/bin
+engine: ## pulumi CLI, upstream Python language host, the 4 provider plugins (+ actionlint) into .tools (idempotent)
 	bash scripts/build-engine.sh
 
 test-unit: setup ## Unit tests: no root, no network, under a minute
@@ -55,8 +51,11 @@ lab-down: setup ## Stop the lab and remove every trace of it
 lab-reset: setup ## Fresh servers (new overlays)
 	$(PY) -m lab reset
 
-lab-provision: lab-up ## Provision the lab stack (inside the lab namespace)
-	$(IN_LAB) $(PY) -m components apply --stack lab
+lab-provision: lab-up engine ## `pulumi up` of the lab stack (inside the lab namespace)
+	$(IN_LAB) $(PY) -m lab.engine up
+
+lab-destroy: setup ## `pulumi destroy` of the lab stack: no pgpool, no VIP, servers kept
+	$(IN_LAB) $(PY) -m lab.engine destroy
 
 lab-status: setup ## pool_nodes and watchdog as seen through the VIP
 	$(IN_LAB) $(PY) -m lab.cluster status
@@ -72,4 +71,9 @@ bench: setup ## Recovery times and throughput: prints one JSON object
 test-lab-infra: setup host-deps ## The lab itself: up, ssh, VIP, crash, partition, reboot, clean teardown
 	LAB_INFRA_TESTS=1 .venv/bin/pytest -q tests/lab_infra
 
-test: test-unit lint test-lab-infra lab-provision drills ## Every test: unit, lint, the lab, provisioning, HA drills
+lifecycle: setup host-deps engine ## Fresh lab: preview, interrupted up + recovery, drills, no-op, changes, destroy
+	$(PY) -m lab reset
+	$(IN_LAB) .venv/bin/pytest -q -p no:cacheprovider \
+		tests/lifecycle/test_1_provision.py tests/lab tests/lifecycle/test_2_day2.py
+
+test: test-unit test-lab-infra lint lifecycle ## Every test: unit, the lab, lint, the engine's lifecycle with the drills

@@ -189,9 +189,10 @@ class LabStack:
         timeout: float = DEFAULT_TIMEOUT,
         check: bool = True,
         echo: bool | None = None,
-        on_line: Callable[[str, subprocess.Popen[str]], None] | None = None,
+        on_start: Callable[[subprocess.Popen[str]], None] | None = None,
     ) -> EngineRun:
-        """pulumi ARGS in the project directory; output streamed (echo) and kept. on_line may kill the process."""
+        """pulumi ARGS in the project directory; output streamed (echo) and kept. on_start gets the process (its
+        own process group: kill_group() ends the CLI and its plugins, as a closed terminal or an OOM kill would)."""
         argv = [str(Engine.locate().pulumi), *args]
         echo = self.echo if echo is None else echo
         t0 = time.monotonic()
@@ -215,13 +216,13 @@ class LabStack:
             kill_group(proc)
 
         threading.Thread(target=watchdog, daemon=True).start()
+        if on_start is not None:
+            on_start(proc)
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)
             if echo:
                 _write(sys.stdout, line)
-            if on_line is not None:
-                on_line(line, proc)
         rc = proc.wait()
         result = EngineRun(argv, rc, "".join(lines), time.monotonic() - t0, killed=killed.is_set())
         if killed.is_set():
@@ -297,6 +298,10 @@ class LabStack:
         self.ensure()
         return self.run("refresh", "--yes", "--skip-preview", *self._stack_args(), **kw)
 
+    def cancel(self, **kw: Any) -> EngineRun:
+        """Remove the lock a killed CLI left on the stack (only when no other pulumi runs on it)."""
+        return self.run("cancel", "--yes", "--stack", self.stack, **kw)
+
     def refresh_clearing_pending_creates(self, **kw: Any) -> EngineRun:
         """After an interrupted `up` and the `up` that re-ran its steps: drop the stale pending-create records."""
         self.ensure()
@@ -323,6 +328,16 @@ class LabStack:
         if not self.exists():
             return 0
         return len(self.export().get("deployment", {}).get("resources") or [])
+
+    def resources_in_checkpoint(self) -> int | None:
+        """Resources the file backend has saved so far (it saves after every step); None while unreadable. Reads
+        the file directly: usable while an `up` runs."""
+        path = self.backend / ".pulumi" / "stacks" / PROJECT / f"{self.stack}.json"
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return len((document.get("checkpoint") or {}).get("latest", {}).get("resources") or [])
 
     def forget(self) -> None:
         """Drop the stack's state (the servers it described are gone). The passphrase stays."""

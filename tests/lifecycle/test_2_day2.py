@@ -1,0 +1,137 @@
+"""After the drills: what a user does with a running cluster. `up` again changes nothing; refresh finds no drift;
+a reloadable pgpool setting reloads, a restart-only one restarts the pgpools one after another while writes go on;
+`destroy` leaves no pgpool and no VIP, and a second `destroy` has nothing to do."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+from lab.audit import leaks_in, stack_secrets
+from lab.cluster import PGPOOL_UNIT, Cluster, Writer, missing_rows, primary_node
+from lab.core import Lab
+from lab.engine import LabStack
+from tests.lifecycle.conftest import ENGINE_OUTPUT
+
+NODES = ("server1", "server2", "server3")
+# A reloadable pgpool setting (pgpool reloads it) and a restart-only one (needs a pgpool restart).
+RELOADABLE = {"pgpool": {"logMinMessages": "notice"}}
+RESTART_ONLY = {"pgpool": {"logMinMessages": "notice", "numInitChildren": 40}}
+# The steps such a change must touch: each node's pgpool.conf and the service step that applies it.
+PGPOOL_CONF_STEPS = {f"{n}-{step}" for n in NODES for step in ("file-etc-pgpool2-pgpoolconf", "pgpool-service")}
+
+
+def test_a_second_up_changes_nothing(stack: LabStack, cluster: Cluster, report: dict[str, Any]) -> None:
+    cluster.restore(warmup=False)
+    check = stack.preview(expect_no_changes=True)
+    ENGINE_OUTPUT.append(check.output)
+    run = stack.up()
+    ENGINE_OUTPUT.append(run.output)
+    report["noop_up_s"] = round(run.seconds, 1)
+    report["noop_up"] = run.changes
+    assert set(run.changes) == {"unchanged"}, run.changes
+
+
+def test_refresh_finds_no_drift(stack: LabStack, report: dict[str, Any]) -> None:
+    """The nightly drift workflow runs exactly this: refresh, then a preview that must plan nothing."""
+    refresh = stack.refresh()
+    ENGINE_OUTPUT.append(refresh.output)
+    report["refresh_s"] = round(refresh.seconds, 1)
+    check = stack.preview(expect_no_changes=True)
+    ENGINE_OUTPUT.append(check.output)
+
+
+def _pgpool_uptimes(cluster: Cluster) -> dict[str, float]:
+    uptimes = {n: cluster.pgpool_uptime(n) for n in NODES}
+    missing = [n for n, u in uptimes.items() if u is None]
+    assert not missing, f"pgpool is not running on {missing}"
+    return {n: float(u) for n, u in uptimes.items() if u is not None}
+
+
+def test_a_reloadable_pgpool_setting_reloads_without_failover(
+    stack: LabStack, cluster: Cluster, report: dict[str, Any]
+) -> None:
+    cluster.restore(warmup=False)
+    planned = stack.plan(overrides=RELOADABLE)
+    assert planned == dict.fromkeys(PGPOOL_CONF_STEPS, "update"), planned
+    primary = primary_node()
+    before = _pgpool_uptimes(cluster)
+    t0 = time.monotonic()
+    run = stack.up(overrides=RELOADABLE)
+    ENGINE_OUTPUT.append(run.output)
+    elapsed = time.monotonic() - t0
+    after = _pgpool_uptimes(cluster)
+    report["up_s"] = round(run.seconds, 1)
+    report["up"] = run.changes
+    assert run.changes.get("updated") == len(PGPOOL_CONF_STEPS), run.changes
+    # No restart: every pgpool has been running since before the up.
+    restarted = [n for n in NODES if after[n] < before[n] + elapsed - 2]
+    assert not restarted, f"pgpool restarted on {restarted} for a reloadable setting"
+    assert primary_node() == primary, "the primary changed"
+    assert "notice" in cluster.lab.exec("server1", "grep -E '^log_min_messages' /etc/pgpool2/pgpool.conf").stdout
+
+
+def test_a_restart_only_pgpool_setting_restarts_them_one_after_another(
+    stack: LabStack, cluster: Cluster, lab: Lab, report: dict[str, Any]
+) -> None:
+    cluster.restore(warmup=False)
+    planned = stack.plan(overrides=RESTART_ONLY)
+    assert planned == dict.fromkeys(PGPOOL_CONF_STEPS, "update"), planned
+    primary = primary_node()
+    with Writer(seconds=600, interval=0.02) as writer:
+        time.sleep(2)
+        t0 = time.monotonic()
+        run = stack.up(overrides=RESTART_ONLY)
+        ENGINE_OUTPUT.append(run.output)
+        elapsed = time.monotonic() - t0
+        cluster.wait_for_vip(60)
+        time.sleep(3)
+    result = writer.result
+    uptimes = _pgpool_uptimes(cluster)
+    starts = sorted(time.monotonic() - u for u in uptimes.values())
+    gaps = [b.start - a.end for a, b in zip(result.attempts, result.attempts[1:], strict=False)]
+    longest_ok_gap = _longest_gap_between_successes(result.attempts)
+    report.update(
+        {
+            "up_s": round(run.seconds, 1),
+            "up": run.changes,
+            **result.summary(),
+            "longest_write_gap_s": round(longest_ok_gap, 2),
+            "largest_attempt_gap_s": round(max(gaps, default=0.0), 2),
+        }
+    )
+    assert all(u < elapsed + 5 for u in uptimes.values()), f"not every pgpool restarted: uptimes {uptimes}"
+    # One after another: no two pgpools (re)started within the same second.
+    assert all(b - a >= 1 for a, b in itertools.pairwise(starts)), f"pgpools restarted together: {starts}"
+    assert primary_node() == primary, "a pgpool restart changed the primary"
+    lost = missing_rows(result)
+    report["lost_acknowledged_writes"] = len(lost)
+    assert not lost, f"acknowledged rows lost: {lost[:10]}"
+    assert result.acked and result.attempts[-1].ok, "writes through the VIP did not work after the restarts"
+    assert "40" in lab.exec("server1", "grep -E '^num_init_children' /etc/pgpool2/pgpool.conf").stdout
+
+
+def _longest_gap_between_successes(attempts: list[Any]) -> float:
+    ends = [a.end for a in attempts if a.ok]
+    return max((b - a for a, b in itertools.pairwise(ends)), default=0.0)
+
+
+def test_destroy_leaves_no_pgpool_and_no_vip_and_a_second_destroy_does_nothing(
+    stack: LabStack, cluster: Cluster, lab: Lab, report: dict[str, Any]
+) -> None:
+    secrets = stack_secrets(stack.export(show_secrets=True))
+    run = stack.destroy()
+    ENGINE_OUTPUT.append(run.output)
+    report["destroy_s"] = round(run.seconds, 1)
+    report["destroy"] = run.changes
+    assert run.changes.get("deleted", 0) >= 100, run.changes
+    assert stack.resource_count() == 0, "resources left in the stack after destroy"
+    running = [n for n in NODES if cluster.service_active(n, PGPOOL_UNIT)]
+    assert not running, f"pgpool still runs on {running}"
+    assert not lab.vip_holders(), f"the VIP is still held by {lab.vip_holders()}"
+    again = stack.destroy()
+    ENGINE_OUTPUT.append(again.output)
+    report["second_destroy_s"] = round(again.seconds, 1)
+    assert not again.changes.get("deleted"), again.changes
+    assert not leaks_in("\n".join(ENGINE_OUTPUT), secrets), "a secret is in the engine's output"
