@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,3 +25,25 @@ def cannot_run(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"lab test cannot run in CI: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def in_namespace(name: str) -> bool:
+    """This process runs inside the named network namespace (ip netns exec NAME ...)."""
+    try:
+        return os.stat(f"/run/netns/{name}").st_ino == os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return False
+
+
+def print_report(terminalreporter: Any, title: str, report: dict[str, Any], path: Path) -> None:
+    """Measurements of a lab test session: to the terminal summary and to a JSON file beside the lab."""
+    if not report:
+        return
+    terminalreporter.section(title)
+    for name, values in report.items():
+        terminalreporter.write_line(f"{name}: {json.dumps(values, default=str)}")
+    try:
+        path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        terminalreporter.write_line(f"written to {path}")
+    except OSError:
+        pass

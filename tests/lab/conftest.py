@@ -9,8 +9,6 @@ to the terminal summary and to $LAB_DIR/drills-report.json.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ import pytest
 from lab import SERVERS, SWITCH_NS, Lab, LabError
 from lab.cluster import Cluster, settings, try_pool_nodes
 from lab.config import lab_dir
-from tests.labpolicy import cannot_run, lab_host_problem
+from tests.labpolicy import cannot_run, in_namespace, lab_host_problem, print_report
 
 RESTORE_TIMEOUT = 480.0
 REPORT: dict[str, Any] = {}
@@ -33,19 +31,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.lab)
 
 
-def _in_switch_namespace() -> bool:
-    try:
-        return os.stat(f"/run/netns/{SWITCH_NS}").st_ino == os.stat("/proc/self/ns/net").st_ino
-    except OSError:
-        return False
-
-
 def lab_problem(lab: Lab) -> str | None:
     """Why the drills cannot run here, or None."""
     problem = lab_host_problem()
     if problem:
         return problem
-    if not _in_switch_namespace():
+    if not in_namespace(SWITCH_NS):
         return f"the drills must run inside the lab namespace: ip netns exec {SWITCH_NS} .venv/bin/pytest tests/lab"
     down = [s.name for s in SERVERS if not lab.is_running(s.name)]
     if len(down) == len(SERVERS):
@@ -89,14 +80,4 @@ def report(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not REPORT:
-        return
-    terminalreporter.section("drill measurements (seconds)")
-    for name, values in REPORT.items():
-        terminalreporter.write_line(f"{name}: {json.dumps(values, default=str)}")
-    try:
-        path = lab_dir() / "drills-report.json"
-        path.write_text(json.dumps(REPORT, indent=2, default=str) + "\n")
-        terminalreporter.write_line(f"written to {path}")
-    except OSError:
-        pass
+    print_report(terminalreporter, "drill measurements (seconds)", REPORT, lab_dir() / "drills-report.json")

@@ -10,8 +10,6 @@ run fails loudly; elsewhere the tests are skipped with the reason.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ from lab import SWITCH_NS, Lab
 from lab.cluster import Cluster
 from lab.config import lab_dir
 from lab.engine import Engine, EngineError, LabStack
-from tests.labpolicy import cannot_run, lab_host_problem
+from tests.labpolicy import cannot_run, in_namespace, lab_host_problem, print_report
 
 REPORT: dict[str, Any] = {}
 # Everything the engine printed in this session, checked for secrets at the end of each file.
@@ -34,17 +32,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.lab)
 
 
-def _in_switch_namespace() -> bool:
-    try:
-        return os.stat(f"/run/netns/{SWITCH_NS}").st_ino == os.stat("/proc/self/ns/net").st_ino
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def lab() -> Lab:
     problem = lab_host_problem()
-    if problem is None and not _in_switch_namespace():
+    if problem is None and not in_namespace(SWITCH_NS):
         problem = f"run inside the lab namespace: ip netns exec {SWITCH_NS} .venv/bin/pytest tests/lifecycle"
     if problem is None:
         try:
@@ -77,14 +68,4 @@ def report(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not REPORT:
-        return
-    terminalreporter.section("lifecycle measurements (seconds)")
-    for name, values in REPORT.items():
-        terminalreporter.write_line(f"{name}: {json.dumps(values, default=str)}")
-    try:
-        path = lab_dir() / "lifecycle-report.json"
-        path.write_text(json.dumps(REPORT, indent=2, default=str) + "\n")
-        terminalreporter.write_line(f"written to {path}")
-    except OSError:
-        pass
+    print_report(terminalreporter, "lifecycle measurements (seconds)", REPORT, lab_dir() / "lifecycle-report.json")

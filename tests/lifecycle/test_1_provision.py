@@ -111,3 +111,11 @@ def test_no_secret_in_state_output_process_list_or_readable_file(
     for node in ("server1", "server2", "server3"):
         found = readable_files_with_secrets(lab, node, secrets)
         assert not found, f"{node}: files others can read hold a secret: {found}"
+
+
+def test_the_plugins_are_the_versions_the_sdks_request() -> None:
+    """Built plugins and SDK packages agree: the engine never warned about a plugin version (nor downloaded one)."""
+    output = "\n".join(ENGINE_OUTPUT)
+    assert output, "no engine output was recorded"
+    assert "is expected to have version" not in output
+    assert "downloading plugin" not in output.lower()
