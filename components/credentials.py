@@ -37,6 +37,9 @@ class Credentials(pulumi.ComponentResource):
         pgpool_key: pulumi.Output[str] = pulumi.Output.secret(
             random.RandomPassword(f"{name}-pgpoolkey", length=48, special=False, opts=child).result
         )
+        watchdog_key: pulumi.Output[str] = pulumi.Output.secret(
+            random.RandomPassword(f"{name}-watchdogkey", length=32, special=False, opts=child).result
+        )
         ssh_key = tls.PrivateKey(f"{name}-postgres-ssh", algorithm="ED25519", opts=child)
         self.values = pulumi.Output.secret(
             pulumi.Output.all(
@@ -45,6 +48,7 @@ class Credentials(pulumi.ComponentResource):
                 pgpool,
                 pcp,
                 pgpool_key,
+                watchdog_key,
                 ssh_key.private_key_openssh,
                 ssh_key.public_key_openssh,
             ).apply(lambda v: ClusterSecrets(*v))

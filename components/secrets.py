@@ -17,6 +17,8 @@ class ClusterSecrets:
     pcp_password: str
     # Key pgpool uses to decrypt AES entries (pool_passwd, *_password settings): the content of ~postgres/.pgpoolkey.
     pgpool_key: str
+    # Shared key of pgpool's watchdog (wd_authkey): a node that does not know it cannot join or vote.
+    watchdog_key: str
     # SSH key pair of the postgres OS user on every node (failover, follow-primary and online recovery use it).
     postgres_ssh_private_key: str
     postgres_ssh_public_key: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import stat
 from pathlib import Path
@@ -32,6 +33,7 @@ FAKE = ClusterSecrets(
     pgpool_password="FakePgpoolPw-Z81mV",
     pcp_password="FakePcpPw-44PpQ",
     pgpool_key="FakePgpoolKey-Yt6bN0xW",
+    watchdog_key="FakeWatchdogKey-Rr5uT1",
     postgres_ssh_private_key=(
         "-----BEGIN OPENSSH PRIVATE KEY-----\nFakePrivateKeyBody-Hq3R\n-----END OPENSSH PRIVATE KEY-----\n"
     ),
@@ -43,6 +45,7 @@ OTHER = ClusterSecrets(
     pgpool_password="OtherPgpool",
     pcp_password="OtherPcp",
     pgpool_key="OtherKey",
+    watchdog_key="OtherWatchdogKey",
     postgres_ssh_private_key="OtherPrivate",
     postgres_ssh_public_key="ssh-ed25519 AAAAOther postgres@other",
 )
@@ -55,6 +58,7 @@ def secret_values(secrets: ClusterSecrets = FAKE) -> list[str]:
         secrets.pgpool_password,
         secrets.pcp_password,
         secrets.pgpool_key,
+        secrets.watchdog_key,
         "FakePrivateKeyBody-Hq3R",
     ]
 
@@ -322,3 +326,23 @@ def test_render_tree_writes_every_node(tmp_path: Path) -> None:
     key = tmp_path / "server1/var/lib/postgresql/.pgpoolkey"
     assert "<secret:pgpool_key>" in key.read_text()
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
+
+
+def test_watchdog_key_is_a_secret_setting_whose_change_restarts_pgpool() -> None:
+    """wd_authkey lives in the 0600 secrets include (never in pgpool.conf, shown in previews); pgpool reads it only
+    at start, so a new key moves the restart fingerprint, while a new password moves only the reload one."""
+    config = debian12(pgpool={"version": "4.3", "profile": "tuned"})
+    files = files_of(config)
+    secret_conf = files["/etc/pgpool2/pgpool_secrets.conf"]
+    assert secret_conf.secret and secret_conf.mode == "0600"
+    assert f"wd_authkey = '{FAKE.watchdog_key}'" in secret_conf.content
+    assert "wd_authkey" not in files["/etc/pgpool2/pgpool.conf"].content
+
+    def fps(secrets: ClusterSecrets) -> tuple[str, str]:
+        return service_fingerprints(render_node_files(config, config.nodes[0], secrets), "pgpool2", secret=True)
+
+    base = fps(FAKE)
+    new_key = fps(dataclasses.replace(FAKE, watchdog_key="AnotherWatchdogKey"))
+    new_password = fps(dataclasses.replace(FAKE, pgpool_password="AnotherPgpoolPw"))
+    assert new_key[0] != base[0] and new_key[1] == base[1]
+    assert new_password[0] == base[0] and new_password[1] != base[1]
