@@ -3,10 +3,10 @@ pgpool profile, measured in one run from fresh servers. Prints ONE JSON object o
 
     ip netns exec pghalab-sw .venv/bin/python -m lab.bench [--rto-n 3] [--vip-n 3] [--pgbench-s 15]
 
-Per profile (stack file): Lab().reset() (fresh servers), then
-- provision_s: the provisioning command from fresh servers until the cluster serves (3 backends up, one primary,
-  2 standbys streaming, a LEADER holding the VIP); healthy_s adds the watchdog's heartbeat warm-up;
-- noop_s: the provisioning command again, nothing to change;
+Per profile (the config of its stack file, applied to the lab stack): Lab().reset() (fresh servers, empty stack), then
+- provision_s: `pulumi up` from fresh servers until the cluster serves (3 backends up, one primary, 2 standbys
+  streaming, a LEADER holding the VIP); provision_apply_s is `up` alone; healthy_s adds the heartbeat warm-up;
+- noop_s: `pulumi up` again, nothing to change;
 - tps_direct / tps_pgpool / tps_ratio: pgbench (TPC-B, same clients and duration) on the primary's port 5432 and
   through VIP:9999, alternating, median of the rounds;
 - rto_primary_s: the primary's postmaster is killed (kill -9); a writer that commits a row every 50 ms through the
@@ -198,9 +198,9 @@ def bench_profile(profile: str, stack: str, args: argparse.Namespace) -> dict[st
     """One profile, on servers the parent just reset; runs inside the (new) switch namespace."""
     os.environ[STACK_ENV] = stack
     c = Cluster(Lab())
-    t = settings(stack)
     t0 = time.monotonic()
     apply_s = provision(stack)
+    t = settings(stack)  # after `up`: the credentials are the stack's outputs
     c.wait_healthy(600, warmup=False)
     provision_s = time.monotonic() - t0
     c.wait_healthy(600)
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             "rto_primary_s": "kill -9 of the primary's postmaster; writer through the VIP (row every 50 ms, new "
             "connection after an error, 1 s connect timeout): first failed write -> next committed write",
             "vip_move_s": "systemctl stop pgpool2 on the watchdog leader -> a new connection through the VIP answers",
-            "provision_s": "provisioning command on fresh servers -> cluster serves (before heartbeat warm-up)",
+            "provision_s": "`pulumi up` on fresh servers (empty stack) -> cluster serves (before heartbeat warm-up)",
             "tps": "pgbench TPC-B from the lab's switch namespace, same clients/duration, direct vs VIP:9999",
         },
         "profiles": {},
