@@ -12,7 +12,7 @@ STACK   ?= lab
         lab-destroy lab-status demo drills bench engine test-lab-infra lifecycle
 
 help:
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
 .venv/.synced: pyproject.toml uv.lock
 	command -v uv >/dev/null || python3 -m pip install --quiet 'uv==0.13.9'
@@ -77,3 +77,6 @@ lifecycle: setup host-deps engine ## Fresh lab: preview, interrupted up + recove
 		tests/lifecycle/test_1_provision.py tests/lab tests/lifecycle/test_2_day2.py
 
 test: test-unit test-lab-infra lint lifecycle ## Every test: unit, the lab, lint, the engine's lifecycle with the drills
+
+# The VM lab (issue 9: libvirt + QEMU TCG in a namespace; not yet part of `make test`, see lab/vm/README.md).
+include lab/vm/vm.mk

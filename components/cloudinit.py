@@ -47,6 +47,7 @@ def render_seed(config: ClusterConfig, node: Node) -> CloudInitSeed:
         "cluster_mac": cluster_mac,
         "egress_mac": egress_mac,
         "prefix_length": config.prefix_length,
+        "package_mirror": config.package_mirror,
     }
     return CloudInitSeed(
         user_data=_env.get_template("user-data.j2").render(context),

@@ -14,6 +14,25 @@ PKG = "pgha"
 GIB = 1024**3
 
 
+def tcg_cache_xslt(cache_mib: int) -> str:
+    """XSLT for the Domain's `xml.xslt`: adds <tcg><tb-cache> (libvirt >= 8.0) to the domain's <features>, the
+    provider having no attribute for it. Identity transform otherwise."""
+    return f"""<?xml version="1.0"?>
+<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">
+  <xsl:output omit-xml-declaration="yes" indent="yes"/>
+  <xsl:template match="node()|@*">
+    <xsl:copy><xsl:apply-templates select="node()|@*"/></xsl:copy>
+  </xsl:template>
+  <xsl:template match="/domain/features">
+    <xsl:copy>
+      <xsl:apply-templates select="node()|@*"/>
+      <tcg><tb-cache unit="MiB">{cache_mib}</tb-cache></tcg>
+    </xsl:copy>
+  </xsl:template>
+</xsl:stylesheet>
+"""
+
+
 @dataclass(frozen=True)
 class HypervisorArgs:
     """What the network component needs to know about one hypervisor."""
@@ -130,6 +149,7 @@ class VirtualMachine(pulumi.ComponentResource):
             meta_data=seed.meta_data,
             opts=child,
         )
+        cache = config.libvirt.tcg_cache_mib
         self.domain = libvirt.Domain(
             f"{name}-domain",
             name=vm_name,
@@ -137,7 +157,11 @@ class VirtualMachine(pulumi.ComponentResource):
             vcpu=config.libvirt.vcpu,
             memory=config.libvirt.memory_mib,
             autostart=True,
-            qemu_agent=True,
+            # The guest agent's channel is in every domain the provider defines. qemu_agent=True would make the
+            # provider ask the agent for addresses on every read, and fail the create while the VM still boots
+            # ("Guest agent is not responding"); the nodes' addresses are static anyway.
+            qemu_agent=False,
+            xml=libvirt.DomainXmlArgs(xslt=tcg_cache_xslt(cache)) if cache is not None else None,
             cloudinit=self.seed.id,
             disks=[libvirt.DomainDiskArgs(volume_id=self.root_volume.id)],
             network_interfaces=[

@@ -23,6 +23,7 @@ import hashlib
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 from .config import ClusterConfig, Node
 from .render import ServerFile, render_node_files, service_fingerprints, slot_name
@@ -103,7 +104,9 @@ def put_file_command(file: ServerFile) -> str:
 
 
 # --- steps -------------------------------------------------------------------------------------------------------
-def _packages_script(config: ClusterConfig) -> str:
+def provisioning_packages(config: ClusterConfig) -> list[str]:
+    """Every package the packages step makes sure is installed (a package mirror must carry them and their
+    dependencies)."""
     pg = config.postgresql.version
     packages = [
         f"postgresql-{pg}",
@@ -119,8 +122,41 @@ def _packages_script(config: ClusterConfig) -> str:
     ]
     if config.firewall.enabled:
         packages.append("nftables")
-    source = config.package_source
+    return packages
+
+
+def _mirror_script(config: ClusterConfig) -> str:
+    """packageMirror: its apt source (and signing key) in place; APT_SOURCES makes apt use it alone."""
+    mirror = config.package_mirror
+    if mirror is None:
+        return 'APT_SOURCES=""\nmirror_changed=no\n'
+    key = ""
+    if mirror.public_key and mirror.keyring:
+        key = (
+            f"install -d -m 0755 {shlex.quote(str(PurePosixPath(mirror.keyring).parent))}\n"
+            "key=$(mktemp)\n"
+            f"printf '%s' {shlex.quote(mirror.public_key)} >\"$key\"\n"
+            f'if ! cmp -s "$key" {mirror.keyring}; then '
+            f'install -m 0644 "$key" {mirror.keyring}; mirror_changed=yes; fi\n'
+            'rm -f "$key"\n'
+        )
     return rf"""
+mirror_list=/etc/apt/sources.list.d/pgha-mirror.list
+mirror_changed=no
+{key}if [ "$(cat "$mirror_list" 2>/dev/null)" != {shlex.quote(mirror.source_line)} ]; then
+  echo {shlex.quote(mirror.source_line)} >"$mirror_list"; mirror_changed=yes
+fi
+# apt reads the mirror's source only (the distribution's may be unreachable from an air-gapped network).
+APT_SOURCES="-o Dir::Etc::SourceList=$mirror_list -o Dir::Etc::SourceParts=/nonexistent/pgha"
+"""
+
+
+def _packages_script(config: ClusterConfig) -> str:
+    packages = provisioning_packages(config)
+    source = config.package_source
+    return (
+        _mirror_script(config)
+        + rf"""
 want={shlex.quote(config.pgpool.version)}
 missing=""
 for p in {" ".join(packages)}; do
@@ -141,9 +177,13 @@ if [ -n "$missing" ]; then
       fi ;;
   esac
   export DEBIAN_FRONTEND=noninteractive
-  apt-get -q update >/dev/null
+  # A new VM's sshd answers before cloud-init's own apt run (package_update) ends: let that finish first, and wait
+  # for any other holder of the dpkg lock instead of failing.
+  if command -v cloud-init >/dev/null; then cloud-init status --wait >/dev/null 2>&1 || true; fi
   # shellcheck disable=SC2086
-  apt-get -q -y install $missing >/dev/null
+  apt-get -q -o DPkg::Lock::Timeout=600 $APT_SOURCES update >/dev/null
+  # shellcheck disable=SC2086
+  apt-get -q -y -o DPkg::Lock::Timeout=600 $APT_SOURCES install $missing >/dev/null
   did="installed:$missing"
 fi
 version=$(dpkg-query -W -f='${{Version}}' pgpool2)
@@ -152,9 +192,11 @@ if [ "$have" != "$want" ]; then
   echo "failed: pgpool2 $version is installed but the stack config says pgpool.version $want" >&2
   exit 1
 fi
+if [ -n "$APT_SOURCES" ] && [ "$mirror_changed" = yes ]; then did="$did, packageMirror source written"; fi
 if [ "$did" = "all packages installed" ]; then echo "unchanged: $did (pgpool2 $version)"
 else echo "changed: $did (pgpool2 $version)"; fi
 """
+    )
 
 
 def _dirs_script(config: ClusterConfig) -> str:
@@ -192,9 +234,9 @@ for pair in {pairs}; do
   # Bounded retries: while the engine provisions, sshd drops unauthenticated connections beyond MaxStartups.
   keys=""
   for _ in 1 2 3 4 5 6 7 8 9 10; do
-    keys=$(ssh-keyscan -T 5 "$addr" 2>/dev/null | grep -v '^#' | sort || true)
+    keys=$(ssh-keyscan -T 15 "$addr" 2>/dev/null | grep -v '^#' | sort || true)
     [ -n "$keys" ] && break
-    sleep 1
+    sleep 2
   done
   if [ -z "$keys" ]; then echo "failed: no ssh host key from $name ($addr) after 10 tries" >&2; exit 1; fi
   echo "$keys" | awk -v n="$name,$addr" '{{ $1 = n; print }}' >>"$out"

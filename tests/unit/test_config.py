@@ -104,6 +104,25 @@ def error_of(raw: dict[str, Any]) -> str:
             "pgpool-ha:libvirt.clusterBridge",
             "several hypervisors",
         ),
+        (base(packageMirror={"url": "ftp://mirror/debian", "suite": "./"}), "pgpool-ha:packageMirror.url", "http"),
+        (base(packageMirror={"url": "http://m/debian", "suite": "bookworm"}), "pgpool-ha:packageMirror", "components"),
+        (
+            base(packageMirror={"url": "http://m/", "suite": "./", "components": ["main"]}),
+            "pgpool-ha:packageMirror",
+            "flat repository",
+        ),
+        (
+            base(packageMirror={"url": "http://m/", "suite": "./", "publicKey": "ssh-ed25519 AAAA"}),
+            "pgpool-ha:packageMirror.publicKey",
+            "OpenPGP",
+        ),
+        (
+            base(packageSource="preinstalled", packageMirror={"url": "http://m/", "suite": "./"}),
+            "pgpool-ha:packageMirror",
+            "only used with packageSource 'distribution'",
+        ),
+        (base(libvirt={"tcgCacheMib": 128}), "pgpool-ha:libvirt.tcgCacheMib", "domainType 'qemu'"),
+        (base(libvirt={"domainType": "qemu", "tcgCacheMib": 4}), "pgpool-ha:libvirt.tcgCacheMib", "16"),
     ],
 )
 def test_bad_input_names_the_key(raw: dict[str, Any], key: str, words: str) -> None:
@@ -162,6 +181,18 @@ def test_stack_files_are_valid_and_hold_no_clear_text_secret(stack: str) -> None
     for key, value in stack_file_values(stack).items():
         if key.endswith("Password") or key == "sshPrivateKey":
             assert isinstance(value, dict) and "secure" in value, f"{stack}: {key} is in clear text"
+
+
+def test_vmlab_stack_with_the_keys_the_lab_adds() -> None:
+    values = {k: v for k, v in stack_file_values("vmlab").items()}
+    values["sshPublicKeys"] = [KEY]
+    config = parse_config(values)
+    assert config.libvirt.domain_type == "qemu" and config.libvirt.tcg_cache_mib == 128
+    assert config.package_mirror is not None and config.package_mirror.source_line == "deb http://10.213.17.1:8081/ ./"
+    suite = parse_config(base(packageMirror={"url": "https://mirror.example/debian", "suite": "bookworm",
+                                             "components": ["main", "contrib"]}))  # fmt: skip
+    assert suite.package_mirror is not None
+    assert suite.package_mirror.source_line == "deb https://mirror.example/debian/ bookworm main contrib"
 
 
 def test_stack_per_environment_same_program_other_config() -> None:

@@ -86,7 +86,10 @@ def test_dev_stack_inputs_that_matter() -> None:
         assert [nic["mac"] for nic in nics] == [expected.cluster_mac, expected.egress_mac]
         assert nics[0]["networkId"] == "infra-hv0-net-cluster-id"
         assert domain.plain("type") == "kvm" and domain.plain("memory") == 2048 and domain.plain("vcpu") == 2
-        assert domain.plain("qemuAgent") is True
+        # The real provider asks the agent for addresses on every read when qemuAgent is on, and the create fails
+        # while the guest still boots; the agent channel is in the domain either way.
+        assert domain.plain("qemuAgent") is False
+        assert "xml" not in domain.inputs  # no TCG cache limit under KVM
         assert domain.plain("consoles")[0]["targetType"] == "serial"
         assert domain.plain("cloudinit") == f"infra-{node.name}-seed-id"
         assert domain.plain("disks") == [{"volumeId": f"infra-{node.name}-root-id"}]
@@ -229,3 +232,35 @@ def test_clear_content_does_not_depend_on_any_secret() -> None:
                 assert step.stdin(first) == step.stdin(second), f"{step.ref} uses a secret but is not marked secret"
                 checked += 1
     assert checked > 30
+
+
+VMLAB_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIQ1mAzHjPIbt9+FTrM1CUXRq51X36r2GE4ec8kPaL8t lab"
+MIRROR_KEY = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZ\n-----END PGP PUBLIC KEY BLOCK-----\n"
+
+
+def test_vmlab_stack_limits_the_tcg_cache_and_installs_from_the_mirror() -> None:
+    run = run_program(
+        "vmlab",
+        overrides={"sshPublicKeys": [VMLAB_KEY], "packageMirror": {"url": "http://10.213.17.1:8081/", "suite": "./",
+                                                                     "publicKey": MIRROR_KEY}},
+    )  # fmt: skip
+    run.assert_ran()
+    domains = run.of_type(f"{LIBVIRT}domain:Domain")
+    assert len(domains) == 3
+    for domain in domains:
+        assert domain.plain("type") == "qemu" and domain.plain("vcpu") == 1 and domain.plain("memory") == 1024
+        xslt = domain.plain("xml")["xslt"]
+        assert '<tb-cache unit="MiB">128</tb-cache>' in xslt and "/domain/features" in xslt
+    base = run.named("infra-hv0-image-volume")
+    assert base.plain("source") == "/var/lib/pgha-vmlab/image/base.qcow2" and base.plain("pool") == "pghavm"
+    seed = run.of_type(f"{LIBVIRT}cloudInitDisk:CloudInitDisk")[0]
+    user_data = yaml.safe_load(seed.plain("userData"))
+    assert user_data["apt"]["preserve_sources_list"] is False
+    files = {f["path"]: f["content"] for f in user_data["write_files"]}
+    assert files["/etc/apt/sources.list.d/pgha-mirror.list"].strip() == (
+        "deb [signed-by=/etc/apt/keyrings/pgha-mirror.asc] http://10.213.17.1:8081/ ./"
+    )
+    assert files["/etc/apt/keyrings/pgha-mirror.asc"] == MIRROR_KEY
+    packages = next(r for r in run.of_type("command:remote:Command") if r.name == "server1-packages")
+    create = packages.plain("create")
+    assert "Dir::Etc::SourceList=$mirror_list" in create and "/etc/apt/keyrings/pgha-mirror.asc" in create

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from components.config import PackageMirror
 from components.plan import provisioning_plan
 from components.render import render_node_files
 
@@ -57,8 +58,18 @@ def test_debian_layout_in_scripts() -> None:
     assert "PGVERSION=15" in by_name["failover.sh"] and "NODES=(db-a db-b db-c)" in by_name["failover.sh"]
 
 
-def test_step_commands_pass_shellcheck(tmp_path: Path) -> None:
+MIRROR = {
+    "url": "http://10.213.17.1:8081/",
+    "suite": "./",
+    "publicKey": "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZ'x\n-----END PGP PUBLIC KEY BLOCK-----\n",
+}
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+def test_step_commands_pass_shellcheck(tmp_path: Path, mirror: bool) -> None:
     config = stack("lab")
+    if mirror:
+        config = config.model_copy(update={"package_mirror": PackageMirror.model_validate(MIRROR)})
     for step in provisioning_plan(config):
         if step.name.startswith("file-") and step.name != "file-etc-hosts":
             continue  # every file step runs the same put-file script (checked through file-etc-pgpool2-...)
