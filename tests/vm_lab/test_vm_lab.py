@@ -22,6 +22,7 @@ import pytest
 
 from components.cloudinit import render_seed
 from components.config import ClusterConfig
+from lab.util import wait_for
 from lab.vm import settings as s
 from lab.vm.stack import cluster_config, lab_stack
 
@@ -35,14 +36,8 @@ def ns(*argv: str) -> list[str]:
 
 
 def wait(what: str, probe: Callable[[], T | None], timeout: float, interval: float = 2.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+    """lab.util.wait_for, polling every 2 s: the VMs are slow and every probe is an ssh round trip."""
+    return wait_for(what, probe, timeout, interval)
 
 
 @dataclass
