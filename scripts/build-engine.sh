@@ -102,10 +102,13 @@ if [[ -n $system_pulumi && $FORCE != 1 ]]; then
         log "using the installed engine: $system_pulumi ($("$system_pulumi" version)) and plugins in $home"
         printf '%s\n' "$system_pulumi" >"$TOOLS/system-pulumi"
         printf '%s\n' "$home" >"$TOOLS/system-pulumi-home"
-        exit 0
+        use_system=1
     fi
 fi
-rm -f "$TOOLS/system-pulumi" "$TOOLS/system-pulumi-home"
+use_system=${use_system:-0}
+((use_system)) || rm -f "$TOOLS/system-pulumi" "$TOOLS/system-pulumi-home"
+
+build_engine() {
 
 # ---- pulumi CLI (from the Go module proxy) ---------------------------------------------------------------
 build_pulumi() {
@@ -221,6 +224,9 @@ provider libvirt "$LIBVIRT_VERSION" pulumi-libvirt-0.5.4 terraform-provider-libv
 provider random "$RANDOM_VERSION" pulumi-random-4.21.1
 provider tls "$TLS_VERSION" pulumi-tls-5.5.1
 
+}
+((use_system)) || build_engine
+
 # ---- actionlint (lints the GitHub workflows) -------------------------------------------------------------
 build_actionlint() {
     GOBIN="$BIN" GOFLAGS="-p=2" go install -trimpath \
@@ -237,7 +243,11 @@ else
 fi
 
 # ---- summary --------------------------------------------------------------------------------------------
-"$BIN/pulumi" version
-"$BIN/pulumi" plugin ls
+if ((use_system)); then
+    PULUMI_HOME=$(cat "$TOOLS/system-pulumi-home") "$(cat "$TOOLS/system-pulumi")" plugin ls
+else
+    "$BIN/pulumi" version
+    "$BIN/pulumi" plugin ls
+fi
 log "engine ready in $(($(date +%s) - script_start)) s; Go caches: $(du -sh "$(go env GOMODCACHE)" | cut -f1) modules," \
     "$(du -sh "$(go env GOCACHE)" | cut -f1) build cache"
