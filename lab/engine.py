@@ -46,7 +46,6 @@ PROJECT = "pgpool-ha"
 OFFLINE_ENV = {
     "PULUMI_SKIP_UPDATE_CHECK": "1",
     "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-    "PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK": "true",
 }
 # One line of the `Resources:` summary: "    + 3 created", "    ~ 6 to update", "    +-1 replaced", "    111 unchanged".
 SUMMARY_LINE = re.compile(
@@ -68,7 +67,6 @@ class EngineRun:
     returncode: int
     output: str
     seconds: float
-    killed: bool = False
 
     @property
     def changes(self) -> dict[str, int]:
@@ -224,7 +222,7 @@ class LabStack:
             if echo:
                 _write(sys.stdout, line)
         rc = proc.wait()
-        result = EngineRun(argv, rc, "".join(lines), time.monotonic() - t0, killed=killed.is_set())
+        result = EngineRun(argv, rc, "".join(lines), time.monotonic() - t0)
         if killed.is_set():
             raise EngineError(f"pulumi {' '.join(args)}: no end after {timeout:.0f} s, killed")
         if check and rc != 0:

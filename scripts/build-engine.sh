@@ -165,36 +165,34 @@ build_command() {
 BRIDGED_CODEGEN_EDITS=(-require github.com/pulumi/pulumi-yaml@v1.38.1
     -require github.com/pulumi/pulumi-dotnet/pulumi-language-dotnet/v3@v3.110.0
     -require github.com/pulumi/pulumi-java@v1.34.0)
+# generate_and_build TREE NAME VERSION VERSION_PKG: a bridged provider's embedded schema, then its binary.
+generate_and_build() {
+    local tree=$1 name=$2 version=$3 version_pkg=$4
+    (cd "$SRC/$tree/provider" &&
+        VERSION=$version go generate "./cmd/pulumi-resource-$name" &&
+        CGO_ENABLED=0 go build -trimpath -ldflags "$LDFLAGS_BASE -X $version_pkg.Version=$version" \
+            -o "$SRC/pulumi-resource-$name" "./cmd/pulumi-resource-$name")
+}
 build_random() {
     fresh_copy pulumi-random-4.21.1
-    (cd "$SRC/pulumi-random-4.21.1/provider" &&
-        go mod edit "${BRIDGED_CODEGEN_EDITS[@]}" &&
-        VERSION=$RANDOM_VERSION go generate ./cmd/pulumi-resource-random &&
-        CGO_ENABLED=0 go build -trimpath \
-            -ldflags "$LDFLAGS_BASE -X github.com/pulumi/pulumi-random/provider/v4/pkg/version.Version=$RANDOM_VERSION" \
-            -o "$SRC/pulumi-resource-random" ./cmd/pulumi-resource-random)
+    (cd "$SRC/pulumi-random-4.21.1/provider" && go mod edit "${BRIDGED_CODEGEN_EDITS[@]}")
+    generate_and_build pulumi-random-4.21.1 random "$RANDOM_VERSION" github.com/pulumi/pulumi-random/provider/v4/pkg/version
 }
 build_tls() {
     fresh_copy pulumi-tls-5.5.1
     # The terraform-provider-tls commit tls 5.5.1 pins is refused; v5.3.0's is served.
     (cd "$SRC/pulumi-tls-5.5.1/provider" &&
         go mod edit "${BRIDGED_CODEGEN_EDITS[@]}" \
-            -replace github.com/hashicorp/terraform-provider-tls=github.com/hashicorp/terraform-provider-tls@v1.2.1-0.20260130152455-857b38cda3fc &&
-        VERSION=$TLS_VERSION go generate ./cmd/pulumi-resource-tls &&
-        CGO_ENABLED=0 go build -trimpath \
-            -ldflags "$LDFLAGS_BASE -X github.com/pulumi/pulumi-tls/provider/v5/pkg/version.Version=$TLS_VERSION" \
-            -o "$SRC/pulumi-resource-tls" ./cmd/pulumi-resource-tls)
+            -replace github.com/hashicorp/terraform-provider-tls=github.com/hashicorp/terraform-provider-tls@v1.2.1-0.20260130152455-857b38cda3fc)
+    generate_and_build pulumi-tls-5.5.1 tls "$TLS_VERSION" github.com/pulumi/pulumi-tls/provider/v5/pkg/version
 }
 build_libvirt() {
     fresh_copy pulumi-libvirt-0.5.4
     fresh_copy terraform-provider-libvirt-0.8.1
     # pulumi-libvirt 0.5.4 wraps terraform-provider-libvirt v0.8.1, which the proxy refuses.
     (cd "$SRC/pulumi-libvirt-0.5.4/provider" &&
-        go mod edit -replace "github.com/dmacvicar/terraform-provider-libvirt=$SRC/terraform-provider-libvirt-0.8.1" &&
-        VERSION=$LIBVIRT_VERSION go generate ./cmd/pulumi-resource-libvirt &&
-        CGO_ENABLED=0 go build -trimpath \
-            -ldflags "$LDFLAGS_BASE -X github.com/pulumi/pulumi-libvirt/provider/pkg/version.Version=$LIBVIRT_VERSION" \
-            -o "$SRC/pulumi-resource-libvirt" ./cmd/pulumi-resource-libvirt)
+        go mod edit -replace "github.com/dmacvicar/terraform-provider-libvirt=$SRC/terraform-provider-libvirt-0.8.1")
+    generate_and_build pulumi-libvirt-0.5.4 libvirt "$LIBVIRT_VERSION" github.com/pulumi/pulumi-libvirt/provider/pkg/version
 }
 
 # provider NAME VERSION TREE...: build (if its sources or Go changed) and install the plugin.

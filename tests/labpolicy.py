@@ -47,3 +47,10 @@ def print_report(terminalreporter: Any, title: str, report: dict[str, Any], path
         terminalreporter.write_line(f"written to {path}")
     except OSError:
         pass
+
+
+def report_entry(report: dict[str, Any], request: pytest.FixtureRequest) -> dict[str, Any]:
+    """A fresh dict in `report` under the running test's name: the test puts its measurements there."""
+    entry: dict[str, Any] = {}
+    report[request.node.name] = entry
+    return entry

@@ -19,7 +19,7 @@ import pytest
 from lab import SERVERS, SWITCH_NS, Lab, LabError
 from lab.cluster import Cluster, settings, try_pool_nodes
 from lab.config import lab_dir
-from tests.labpolicy import cannot_run, in_namespace, lab_host_problem, print_report
+from tests.labpolicy import cannot_run, in_namespace, lab_host_problem, print_report, report_entry
 
 RESTORE_TIMEOUT = 480.0
 REPORT: dict[str, Any] = {}
@@ -74,9 +74,7 @@ def healthy(cluster: Cluster) -> Cluster:
 @pytest.fixture
 def report(request: pytest.FixtureRequest) -> dict[str, Any]:
     """Measurements of the running drill, shown in the summary."""
-    entry: dict[str, Any] = {}
-    REPORT[request.node.name] = entry
-    return entry
+    return report_entry(REPORT, request)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -19,7 +19,7 @@ from lab import SWITCH_NS, Lab
 from lab.cluster import Cluster
 from lab.config import lab_dir
 from lab.engine import Engine, EngineError, LabStack
-from tests.labpolicy import cannot_run, in_namespace, lab_host_problem, print_report
+from tests.labpolicy import cannot_run, in_namespace, lab_host_problem, print_report, report_entry
 
 REPORT: dict[str, Any] = {}
 # Everything the engine printed in this session, checked for secrets at the end of each file.
@@ -62,9 +62,7 @@ def cluster(lab: Lab) -> Cluster:
 
 @pytest.fixture
 def report(request: pytest.FixtureRequest) -> dict[str, Any]:
-    entry: dict[str, Any] = {}
-    REPORT[request.node.name] = entry
-    return entry
+    return report_entry(REPORT, request)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
