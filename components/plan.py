@@ -477,6 +477,41 @@ rm -f /var/lib/pgha/pgpool.applied /var/lib/pgha/pgpool-secrets.applied
 if [ -n "$did" ]; then echo "changed: pgpool2$did"; else echo "unchanged: pgpool2 already stopped"; fi
 """
 
+_FENCE_SERVICE = r"""
+fingerprint=$1 wanted=$2
+state=/var/lib/pgha/fence.applied
+did=""
+if [ "$(systemctl show -p NeedDaemonReload --value pgha-fence)" = yes ]; then
+  systemctl daemon-reload; did=" daemon-reload"
+fi
+if [ "$wanted" = on ]; then
+  systemctl is-enabled --quiet pgha-fence || { systemctl enable --quiet pgha-fence; did="$did enabled"; }
+  if ! systemctl is-active --quiet pgha-fence; then
+    systemctl start pgha-fence; did="$did started"
+  elif [ "$(cat "$state" 2>/dev/null)" != "$fingerprint" ]; then
+    systemctl restart pgha-fence; did="$did restarted (script or unit changed)"
+  fi
+  echo "$fingerprint" >"$state"
+  sleep 1
+  if ! systemctl is-active --quiet pgha-fence; then echo "failed: pgha-fence is not running" >&2; exit 1; fi
+else
+  if systemctl is-active --quiet pgha-fence; then systemctl stop pgha-fence; did="$did stopped"; fi
+  if systemctl is-enabled --quiet pgha-fence; then systemctl disable --quiet pgha-fence; did="$did disabled"; fi
+  rm -f "$state"
+fi
+if [ -n "$did" ]; then echo "changed: pgha-fence$did"; else echo "unchanged: pgha-fence $wanted"; fi
+"""
+
+_FENCE_STOP = r"""
+did=""
+if systemctl is-active --quiet pgha-fence; then systemctl stop pgha-fence; did=" stopped"; fi
+if systemctl is-enabled --quiet pgha-fence 2>/dev/null; then
+  systemctl disable --quiet pgha-fence; did="$did disabled"
+fi
+rm -f /var/lib/pgha/fence.applied
+if [ -n "$did" ]; then echo "changed: pgha-fence$did"; else echo "unchanged: pgha-fence already stopped"; fi
+"""
+
 _PGPOOL_SECRETS = r"""
 read -r restart_fp reload_fp   # fingerprints of the secret files (stdin: derived from secrets)
 state=/var/lib/pgha/pgpool-secrets.applied
@@ -636,6 +671,19 @@ def provisioning_plan(config: ClusterConfig) -> list[Step]:
             )
         )
         previous = [f"{n}/pgpool-service"]
+    # Fencing of an isolated primary: once PostgreSQL runs in its role on every node.
+    for node in config.nodes:
+        n = node.name
+        fence_fp, _ = service_fingerprints(files_by_node[n], "pgha-fence")
+        steps.append(
+            Step(
+                n,
+                "fence-service",
+                _sudo_script("fence-service", _FENCE_SERVICE, fence_fp, "on" if config.fencing.enabled else "off"),
+                delete=_sudo_script("fence-stop", _FENCE_STOP),
+                after=tuple([*file_refs[n], *ready]),
+            )
+        )
     for node in config.nodes:
         n = node.name
         steps.append(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -55,6 +56,8 @@ class Settings:
     dbname: str = "postgres"
     synchronous_replication: bool = False
     wd_interval: int = 10
+    fencing: bool = True
+    fence_isolation_s: int = 30
 
     @property
     def pg_unit(self) -> str:
@@ -105,6 +108,8 @@ def _settings(stack: str) -> Settings:
         password=password,
         synchronous_replication=cfg.postgresql.synchronous_replication,
         wd_interval=cfg.pgpool.timing.wd_interval,
+        fencing=cfg.fencing.enabled,
+        fence_isolation_s=cfg.fence_isolation_seconds,
     )
 
 
@@ -395,6 +400,12 @@ class Cluster:
     def pcp(self, node: str, command: str, args: str = "", timeout: float = 30) -> tuple[int, str]:
         s = settings()
         return self.as_postgres(node, f"{command} -w -h localhost -p {s.pcp_port} -U {s.pcp_user} {args}", timeout)
+
+    def accepts_local_writes(self, node: str) -> bool:
+        """Would a client connected to node's PostgreSQL directly (here: its own socket) get a write committed?"""
+        sql = "SELECT pg_is_in_recovery() OR current_setting('default_transaction_read_only')::bool"
+        rc, out = self.as_postgres(node, f"psql -XAtq -p {settings().pg_port} -d postgres -c {shlex.quote(sql)}", 15)
+        return rc == 0 and out.strip() == "f"
 
     def service_active(self, node: str, unit: str) -> bool:
         if not self.lab.is_running(node):

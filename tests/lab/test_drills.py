@@ -38,6 +38,7 @@ from lab.cluster import (
     pool_nodes_retry as pool_nodes,
 )
 from lab.engine import LabStack
+from lab.util import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 # Bounds for one event, generous for the slower walkthrough profile (the tuned one takes a fraction of these).
@@ -235,13 +236,21 @@ def test_f_power_loss_of_primary_and_vip_holder(healthy: Cluster, report: dict[s
 # ------------------------------------------------------------------------------------------------------- g
 def test_g_partition_of_leader_and_primary(healthy: Cluster, report: dict[str, Any]) -> None:
     """Cable pull of the leader/primary: never two VIP holders nor two primaries accepting writes through the VIP;
-    after healing, one primary."""
+    the cut-off primary fences itself (stops accepting writes, even from clients connected to it directly) within
+    the fencing bound; after healing, one primary, and the old one rejoins as a standby by online recovery."""
     c = healthy
+    s = settings()
     victim = c.colocate_leader_and_primary()
+    assert c.accepts_local_writes(victim)
     with vip_monitor(c.lab) as samples, Writer(seconds=300) as w:
         time.sleep(2)
         t0 = time.monotonic()
         c.lab.partition(victim)
+        if s.fencing:
+            # The isolation time plus a probe round (1 s) and the stop of PostgreSQL (fast shutdown).
+            bound = s.fence_isolation_s + 10
+            wait_for(f"{victim} to fence itself", lambda: not c.accepts_local_writes(victim), bound, 0.5)
+            report["fenced_s"] = round(time.monotonic() - t0, 2)
         holder = c.wait_for_vip(VIP_S, not_on=victim)
         report["vip_s"] = round(time.monotonic() - t0, 2)
         new = c.wait_for_primary(FAILOVER_S, not_on=victim)
@@ -251,7 +260,7 @@ def test_g_partition_of_leader_and_primary(healthy: Cluster, report: dict[str, A
         t_heal = time.monotonic()
         c.lab.heal(victim)
         # Watch the healed network for a while: the old leader must not take the VIP back, nor pgpool the old primary.
-        time.sleep(max(15.0, settings().wd_interval * 3))
+        time.sleep(max(15.0, s.wd_interval * 3))
         report["watched_after_heal_s"] = round(time.monotonic() - t_heal, 1)
     holders_seen = [h for _, h in samples]
     report["max_vip_holders"] = max(len(h) for h in holders_seen)
@@ -265,8 +274,15 @@ def test_g_partition_of_leader_and_primary(healthy: Cluster, report: dict[str, A
     primaries = [n.name for n in nodes if n.role == "primary" and n.up]
     assert primaries == [new], nodes
     assert not next(n for n in nodes if n.name == victim).up
-    # Outside pgpool: is the old primary's PostgreSQL still a primary (clients bypassing pgpool could write to it)?
+    # Outside pgpool: the old primary must not be a primary any more (clients bypassing pgpool could write to it).
     report["old_primary_direct_role_after_heal"] = pg_role(victim)
+    if s.fencing:
+        assert report["old_primary_direct_role_after_heal"] == "down", "the cut-off primary was not fenced"
+        assert not c.accepts_local_writes(victim)
+        # The documented way back: online recovery makes it a standby of the new primary.
+        report["rejoin_s"] = round(c.recover_node(victim), 2)
+        report["streams_s"] = round(wait_follows(c, victim, new), 2)
+        assert pg_role(victim) == "standby"
     check_writes(w.result, report, t0)
 
 

@@ -111,7 +111,16 @@ def test_one_file_step_per_file_and_a_pgpool_change_touches_few_steps() -> None:
     expected = sorted(
         [f"{n.name}/file-etc-pgpool2-pgpoolconf" for n in base.nodes] + [f"{n.name}/pgpool-service" for n in base.nodes]
     )
-    assert differ == expected
+    # The fence's default isolation time follows pgpool's detection time (lab: tuned, 5 s -> 13 s with period 9).
+    assert base.fence_isolation_seconds == 5 and changed.fence_isolation_seconds == 13
+    fence = [f"{n.name}/{step}" for n in base.nodes for step in ("fence-service", "file-usr-local-lib-pgha-pgha-fence")]
+    assert differ == sorted(expected + fence)
+    # With isolationSeconds set, the fence is not touched by a pgpool timing change.
+    pinned = base.model_copy(update={"fencing": base.fencing.model_copy(update={"isolation_seconds": 5})})
+    pinned_changed = pinned.model_copy(update={"pgpool": changed.pgpool})
+    before = {s.ref: (s.create, s.stdin(FAKE) if s.stdin else None) for s in provisioning_plan(pinned)}
+    after = {s.ref: (s.create, s.stdin(FAKE) if s.stdin else None) for s in provisioning_plan(pinned_changed)}
+    assert sorted(ref for ref in before if before[ref] != after[ref]) == expected
 
 
 def test_standby_clone_never_reclones_a_member() -> None:
@@ -119,3 +128,27 @@ def test_standby_clone_never_reclones_a_member() -> None:
     clone = next(s for s in provisioning_plan(config) if s.name == "standby-clone")
     script = shlex.split(clone.create)[4]
     assert script.index('if [ -f "$MEMBER" ]') < script.index("pg-make-standby basebackup")
+
+
+@pytest.mark.parametrize(("profile", "isolation"), [("walkthrough", 30), ("tuned", 5), ("fast", 3)])
+def test_fence_runs_on_every_node_with_the_profile_isolation_time(profile: str, isolation: int) -> None:
+    config = debian12(pgpool={"profile": profile})
+    steps = {s.ref: s for s in provisioning_plan(config)}
+    for node in config.nodes:
+        step = steps[f"{node.name}/fence-service"]
+        script, *args = shlex.split(step.create)[4:]
+        assert args[-1] == "on" and "systemctl enable --quiet pgha-fence" in script
+        assert "systemctl stop pgha-fence" in shlex.split(step.delete or "")[4]
+        # After PostgreSQL is in its role everywhere (the fence reads standby.signal and the member marker).
+        first = config.primary_node.name
+        assert {f"{first}/primary-bootstrap", f"{node.name}/file-usr-local-lib-pgha-pgha-fence"} <= set(step.after)
+        fence = next(f for f in render_node_files(config, node, FAKE) if f.path.endswith("/pgha-fence"))
+        assert f"\nISOLATION_S={isolation}\n" in fence.content
+        assert "\nNODE_COUNT=3\n" in fence.content and 'systemctl stop "$PG_UNIT"' in fence.content
+
+
+def test_fence_can_be_turned_off_and_pinned() -> None:
+    off = debian12(fencing={"enabled": False, "isolationSeconds": 7})
+    assert off.fence_isolation_seconds == 7
+    step = next(s for s in provisioning_plan(off) if s.name == "fence-service")
+    assert shlex.split(step.create)[-1] == "off"
