@@ -230,6 +230,8 @@ def context(config: ClusterConfig, node: Node, secrets: ClusterSecrets) -> dict[
         "if_down_cmd": f"/usr/bin/sudo -n /usr/sbin/ip addr del $_IP_$/{prefix} dev {dev}",
         "arping_cmd": f"/usr/bin/sudo -n /usr/bin/arping -U $_IP_$ -w 1 -I {dev}",
         "vip": vip,
+        # Bounded (see pgpool.conf): long enough for a primary that is still starting (cold start of the cluster).
+        "search_primary_node_timeout": 30,
     }
 
 

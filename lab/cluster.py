@@ -616,10 +616,9 @@ class Cluster:
                 self.lab.exec(s.name, ["systemctl", "reset-failed", unit], timeout=15)
                 self.lab.exec(s.name, ["systemctl", "start", unit], timeout=60)
         try:
-            self.wait_for_vip(min(60, left()))
-        except LabError:
-            self.restart_unresponsive_vip_holder()
             self.wait_for_vip(min(120, left()))
+        except LabError as e:
+            raise LabError(f"{e}\n{self.pgpool_diagnostics()}") from None
         primary = self.wait_for_primary(min(180, left()))
         grace = time.monotonic() + 20  # a standby that was just re-pointed needs a moment to stream
         while time.monotonic() < deadline:
@@ -627,10 +626,10 @@ class Cluster:
             todo: list[tuple[str, str]] = []
             waiting = False
             try:
-                nodes = pool_nodes_retry(60)
-            except LabError:
-                self.restart_unresponsive_vip_holder()
                 nodes = pool_nodes_retry(min(120, left()))
+            except LabError as e:
+                # No restart to make a drill pass: a pgpool that stops answering is a failure, with its evidence.
+                raise LabError(f"{e}\n{self.pgpool_diagnostics()}") from None
             for n in nodes:
                 if n.name == primary:
                     continue
@@ -653,12 +652,24 @@ class Cluster:
             time.sleep(0 if todo else 2)
         self.wait_healthy(left(), warmup=warmup)
 
-    def restart_unresponsive_vip_holder(self) -> None:
-        """A pgpool that holds the VIP but does not answer (seen twice after a reboot drill followed by online
-        recovery; root cause not found): restart it, so the watchdog hands the VIP on. Logged, never silent."""
-        for holder in self.lab.vip_holders():
-            log.warning("restore: pgpool on %s holds the VIP but does not answer: restarting it", holder)
-            self.lab.exec(holder, ["systemctl", "restart", PGPOOL_UNIT], timeout=60)
+    def pgpool_diagnostics(self) -> str:
+        """What each pgpool is doing (for a pgpool that stops answering): its processes with their kernel wait
+        channel, pcp_proc_info, the last log lines. Logged and returned; nothing is restarted."""
+        parts = []
+        for s in SERVERS:
+            if not self.lab.is_running(s.name):
+                continue
+            ps = self.lab.exec(s.name, ["ps", "-o", "pid,stat,wchan:24,etime,args", "-C", "pgpool"], timeout=15)
+            _, procs = self.pcp(s.name, "pcp_proc_info", "-a", timeout=15)
+            newest_log = "tail -n 60 \"$(ls -t /var/log/pgpool/*.log | head -n 1)\""  # logging_collector's files
+            journal = self.lab.exec(s.name, ["/bin/sh", "-c", newest_log], timeout=15)
+            parts.append(
+                f"--- {s.name}: pgpool processes (main first)\n{ps.stdout[:3000]}\n--- pcp_proc_info\n{procs[-1500:]}"
+                f"\n--- pgpool log\n{journal.stdout[-4000:]}"
+            )
+        text = "\n".join(parts)
+        log.error("pgpool diagnostics:\n%s", text)
+        return text
 
     def switch_leader_to(self, node: str, timeout: float = 180) -> None:
         """Make node the watchdog leader (VIP holder): stop pgpool on the other nodes until node leads (alone, no
