@@ -661,7 +661,7 @@ class Cluster:
                 continue
             ps = self.lab.exec(s.name, ["ps", "-o", "pid,stat,wchan:24,etime,args", "-C", "pgpool"], timeout=15)
             _, procs = self.pcp(s.name, "pcp_proc_info", "-a", timeout=15)
-            newest_log = "tail -n 60 \"$(ls -t /var/log/pgpool/*.log | head -n 1)\""  # logging_collector's files
+            newest_log = 'tail -n 60 "$(ls -t /var/log/pgpool/*.log | head -n 1)"'  # logging_collector's files
             journal = self.lab.exec(s.name, ["/bin/sh", "-c", newest_log], timeout=15)
             parts.append(
                 f"--- {s.name}: pgpool processes (main first)\n{ps.stdout[:3000]}\n--- pcp_proc_info\n{procs[-1500:]}"
