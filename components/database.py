@@ -78,14 +78,18 @@ class PostgresCluster(pulumi.ComponentResource):
                     user=access.user,
                     port=access.port,
                     private_key=access.private_key,
-                    # New VMs take a while to boot and start sshd: keep dialling instead of failing the update.
-                    dial_error_limit=60,
+                    # New VMs take a while to boot and start sshd (3-8 min for three TCG guests on a 2-core host,
+                    # where 60 dials were nearly used up): keep dialling, bounded, instead of failing the update.
+                    dial_error_limit=120,
                     per_dial_timeout=10,
                 ),
                 create=step.create,
                 update=step.update,
                 delete=step.delete,
                 stdin=_stdin(step, secrets, placeholders),
+                # No step reads PULUMI_COMMAND_STDOUT; sshd (AcceptEnv) refuses it anyway and the engine warned on
+                # every delete.
+                add_previous_output_in_env=False,
                 # Output of a step that handles secrets is neither streamed nor kept in clear in the state.
                 logging=command.remote.Logging.NONE if step.secret else command.remote.Logging.STDOUT_AND_STDERR,
                 opts=pulumi.ResourceOptions(

@@ -4,6 +4,8 @@ up         host packages, image + mirror (cached), namespace with libvirtd/virtl
            then `pulumi up` of the vmlab stack inside the namespace (real engine, real libvirt provider)
 provision  `pulumi up` only (must run inside the namespace: `up` does that itself)
 destroy    `pulumi destroy` only (inside the namespace)
+settle     `pulumi refresh`, then `pulumi preview --diff --expect-no-changes` (inside the namespace): what the real
+           provider reads back from libvirt matches the program
 down       destroy the stack, remove anything of the lab left in libvirt, stop the mirror server and the daemons,
            delete the namespace, drop the stack's state; --purge also deletes the image and mirror cache
 status     what runs
@@ -87,6 +89,20 @@ def destroy() -> float:
     return result.seconds
 
 
+def settle() -> dict[str, float]:
+    """refresh, then preview --expect-no-changes: the state the real provider reads back needs no update."""
+    if not _in_netns():
+        raise LabError(f"run inside the namespace: ip netns exec {s.NETNS} python -m lab.vm settle")
+    stack = lab_stack()
+    stack.ensure(s.STACK, overrides(stack))
+    args = ["--stack", stack.stack, "--config-file", str(stack.config_file), "--non-interactive"]
+    refreshed = stack.run("refresh", "--yes", "--skip-preview", *args, timeout=UP_TIMEOUT_S)
+    log.info("engine: refresh in %.1f s: %s", refreshed.seconds, refreshed.changes)
+    previewed = stack.run("preview", "--diff", "--expect-no-changes", *args, timeout=UP_TIMEOUT_S)
+    log.info("engine: preview --expect-no-changes in %.1f s: %s", previewed.seconds, previewed.changes)
+    return {"refresh_s": round(refreshed.seconds, 1), "preview_s": round(previewed.seconds, 1)}
+
+
 def down(purge: bool) -> None:
     daemons_up = host._alive(s.LIBVIRTD_PID) is not None and host.netns_exists()
     if daemons_up:
@@ -124,7 +140,7 @@ def status() -> dict[str, object]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.vm", description=__doc__.split("\n\n")[0])
-    parser.add_argument("verb", choices=["up", "down", "status", "provision", "destroy", "host"])
+    parser.add_argument("verb", choices=["up", "down", "status", "provision", "destroy", "settle", "host"])
     parser.add_argument("--purge", action="store_true", help="down: also delete the cached image and mirror")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -145,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 provision()
             case "destroy":
                 destroy()
+            case "settle":
+                print(json.dumps(settle()))
             case "down":
                 down(args.purge)
             case "status":

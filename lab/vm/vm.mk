@@ -5,7 +5,7 @@ VM_NS := pghavm
 
 .PHONY: vm-lab-up vm-lab-down vm-lab-status test-vm-lab
 
-vm-lab-up: setup ## VM lab: host packages, image + mirror (cached), libvirtd in its namespace, pulumi up (root)
+vm-lab-up: setup engine ## VM lab: host packages, image + mirror (cached), libvirtd in its namespace, pulumi up (root)
 	$(PY) -m lab.vm up
 
 vm-lab-down: setup ## VM lab: pulumi destroy, then stop the daemons and remove the namespace (image cache kept)
@@ -14,5 +14,5 @@ vm-lab-down: setup ## VM lab: pulumi destroy, then stop the daemons and remove t
 vm-lab-status: setup ## VM lab: namespace, daemons, domains, networks
 	$(PY) -m lab.vm status
 
-test-vm-lab: setup ## VM lab checks: enp0s8, pool_nodes, VIP, failover, online recovery, destroy (prints phase times)
+test-vm-lab: setup engine ## VM lab checks: enp0s8, pool_nodes, VIP, failover, online recovery, destroy (prints phase times)
 	VM_LAB_TESTS=1 .venv/bin/pytest -q -s -p no:cacheprovider tests/vm_lab

@@ -227,6 +227,18 @@ def test_vip_is_on_the_watchdog_leader(lab: VmLab) -> None:
     assert leader in (holders[0], lab.address(holders[0])), info.stdout
 
 
+def test_refresh_then_preview_expects_no_changes(lab: VmLab) -> None:
+    """What the real libvirt provider reads back (domains, volumes, networks, cloud-init disks) and the commands'
+    state need no update: `pulumi refresh`, then `pulumi preview --expect-no-changes` (exit 0 only with no diff)."""
+    t0 = time.monotonic()
+    cp = subprocess.run(
+        ns(sys.executable, "-m", "lab.vm", "settle"), cwd=REPO, capture_output=True, text=True, timeout=1800
+    )
+    sys.stdout.write(cp.stderr[-4000:])
+    assert cp.returncode == 0, f"refresh + preview --expect-no-changes failed (rc {cp.returncode}): {cp.stderr[-3000:]}"
+    lab.phase("refresh_and_preview", time.monotonic() - t0)
+
+
 def test_failover_then_online_recovery(lab: VmLab) -> None:
     old = wait("a primary", lab.primary, 60)
     lab.psql("CREATE TABLE IF NOT EXISTS vmlab_rows (id serial PRIMARY KEY, at timestamptz DEFAULT now())")
