@@ -1,19 +1,23 @@
-"""`make bench`: recovery times and throughput of the lab cluster, for the default (walkthrough) and the tuned
-pgpool profile, measured in one run from fresh servers. Prints ONE JSON object on stdout (progress on stderr).
+"""`make bench`: recovery times and throughput of the lab cluster per pgpool profile (walkthrough, tuned, fast),
+measured in one run from fresh servers. Prints ONE JSON object on stdout (progress on stderr) and a table on stderr.
 
-    ip netns exec pghalab-sw .venv/bin/python -m lab.bench [--rto-n 3] [--vip-n 3] [--pgbench-s 15]
+    ip netns exec pghalab-sw .venv/bin/python -m lab.bench [--profiles walkthrough,tuned,fast] [--runs 5]
 
 Per profile (the config of its stack file, applied to the lab stack): Lab().reset() (fresh servers, empty stack), then
 - provision_s: `pulumi up` from fresh servers until the cluster serves (3 backends up, one primary, 2 standbys
   streaming, a LEADER holding the VIP); provision_apply_s is `up` alone; healthy_s adds the heartbeat warm-up;
 - noop_s: `pulumi up` again, nothing to change;
-- tps_direct / tps_pgpool / tps_ratio: pgbench (TPC-B, same clients and duration) on the primary's port 5432 and
-  through VIP:9999, alternating, median of the rounds;
-- rto_primary_s: the primary's postmaster is killed (kill -9); a writer that commits a row every 50 ms through the
-  VIP (new connection after any error, 1 s connect timeout) sees: first failed write -> next committed write;
-- vip_move_s: pgpool on the watchdog leader is stopped; until a new connection through the VIP answers;
+- throughput, pgbench through VIP:9999 vs the primary's 5432 directly, same clients and duration, alternating,
+  median of the rounds (scram-sha-256 auth on both paths): read_write (TPC-B), select_only (-S), and
+  connect_per_transaction (-C, select-only: a new connection per transaction);
+- faults, each --runs times from a healthy cluster, with a writer committing a row every 50 ms through the VIP (new
+  connection after any error, 1 s connect timeout); the figure is its outage: first failed write -> next committed
+  write (0 when no write failed):
+  primary_postgres_loss: kill -9 of the primary's postmaster;
+  vip_holder_crash: power loss of the watchdog leader (VIP holder), which is a standby;
+  vip_holder_and_primary_crash: power loss of the server that is both leader and primary;
 - lost_acknowledged_writes: acknowledged rows of those writers missing afterwards.
-The lab is left provisioned with the last profile (tuned = stack lab).
+The lab is left provisioned with the last profile.
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import SERVERS
 from .cluster import (
-    PGPOOL_UNIT,
     STACK_ENV,
     Cluster,
     Writer,
@@ -45,7 +49,8 @@ from .core import Lab
 from .util import LabError, log
 
 REPO = Path(__file__).resolve().parent.parent
-PROFILES = {"walkthrough": "lab-walkthrough", "tuned": "lab"}
+PROFILES = {"walkthrough": "lab-walkthrough", "tuned": "lab", "fast": "lab-fast"}
+FAULTS = ("primary_postgres_loss", "vip_holder_crash", "vip_holder_and_primary_crash")
 
 
 def say(msg: str) -> None:
@@ -84,12 +89,12 @@ def provision(stack: str, timeout: float = 900) -> float:
     return run.seconds
 
 
-def pgbench(host: str, port: int, seconds: int, clients: int) -> float:
+def pgbench(host: str, port: int, seconds: int, clients: int, extra: tuple[str, ...] = ()) -> float:
     s = settings()
     env = {**os.environ, "PGPASSWORD": s.password, "PGCONNECT_TIMEOUT": "5"}
     cp = subprocess.run(
-        ["pgbench", "-n", "-h", host, "-p", str(port), "-U", s.user, "-c", str(clients), "-j", str(min(clients, 2)),
-         "-T", str(seconds), s.dbname],
+        ["pgbench", "-n", *extra, "-h", host, "-p", str(port), "-U", s.user, "-c", str(clients),
+         "-j", str(min(clients, 2)), "-T", str(seconds), s.dbname],
         env=env,
         capture_output=True,
         text=True,
@@ -116,81 +121,80 @@ def throughput(c: Cluster, seconds: int, clients: int, rounds: int) -> dict[str,
         check=True,
     )
     c.wait_healthy(120)
-    direct: list[float] = []
-    pooled: list[float] = []
-    for _ in range(rounds):
-        direct.append(pgbench(addr, s.pg_port, seconds, clients))
-        pooled.append(pgbench(s.vip, s.pgpool_port, seconds, clients))
-    d, p = stats(direct), stats(pooled)
-    say(f"tps direct {d['values']} pgpool {p['values']}")
-    return {
-        "tps_direct": d["median"],
-        "tps_pgpool": p["median"],
-        "tps_ratio": round(p["median"] / d["median"], 3) if d["median"] else None,
-        "pgbench": {
-            "clients": clients,
-            "threads": min(clients, 2),
-            "seconds": seconds,
-            "scale": 10,
-            "rounds": rounds,
+    out: dict[str, Any] = {"pgbench": {"clients": clients, "threads": min(clients, 2), "seconds": seconds,
+                                       "scale": 10, "rounds": rounds}}  # fmt: skip
+    modes = {"read_write": (), "select_only": ("-S",), "connect_per_transaction": ("-S", "-C")}
+    for mode, extra in modes.items():
+        direct: list[float] = []
+        pooled: list[float] = []
+        for _ in range(rounds):
+            direct.append(pgbench(addr, s.pg_port, seconds, clients, extra))
+            pooled.append(pgbench(s.vip, s.pgpool_port, seconds, clients, extra))
+        d, p = stats(direct), stats(pooled)
+        say(f"tps {mode}: direct {d['values']} pgpool {p['values']}")
+        out[mode] = {
+            "tps_direct": d["median"],
+            "tps_pgpool": p["median"],
+            "ratio": round(p["median"] / d["median"], 3) if d["median"] else None,
             "direct": d,
             "pgpool": p,
-        },
-    }
+        }
+    return out
 
 
-def rto_primary(c: Cluster, n: int) -> tuple[dict[str, Any], int, list[dict[str, Any]]]:
+def arrange(c: Cluster, fault: str) -> str:
+    """From a healthy cluster, arrange who the fault hits (before the writer starts); returns the victim."""
+    primary = c.wait_for_primary(60)
+    if fault == "primary_postgres_loss":
+        return primary
+    if fault == "vip_holder_and_primary_crash":
+        return c.colocate_leader_and_primary()
+    leader = c.wait_for_leader(60)
+    if leader == primary:
+        c.switch_leader_to(next(x.name for x in SERVERS if x.name != primary))
+        c.wait_healthy(240)  # with the heartbeat warm-up: a crash right after pgpool restarts is detected late
+        leader = c.wait_for_leader(60)
+    return leader
+
+
+def strike(c: Cluster, fault: str, victim: str) -> None:
+    if fault == "primary_postgres_loss":
+        pid_file = f"/var/lib/postgresql/{settings().pg_version}/main/postmaster.pid"
+        c.lab.exec(victim, f"kill -9 $(head -1 {pid_file})", check=True, timeout=15)
+    else:
+        c.crash(victim)
+
+
+def measure_fault(c: Cluster, fault: str, n: int) -> tuple[dict[str, Any], int, list[dict[str, Any]]]:
     values: list[float] = []
     lost = 0
     runs = []
-    s = settings()
     for i in range(n):
-        c.restore(warmup=False)
-        primary = c.wait_for_primary(60)
+        c.restore()  # healthy, heartbeat warmed up
+        victim = arrange(c, fault)
         with Writer(seconds=240) as w:
             time.sleep(3)
             t0 = time.monotonic()
-            c.lab.exec(
-                primary,
-                f"kill -9 $(head -1 /var/lib/postgresql/{s.pg_version}/main/postmaster.pid)",
-                check=True,
-                timeout=15,
-            )
-            new = c.wait_for_primary(180, not_on=primary)
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and w.result.first_success_after(t0) is None:
+            strike(c, fault, victim)
+            deadline = time.monotonic() + 180
+            # Back when a write commits after the first failure (or, if none failed yet, 10 s of successes).
+            while time.monotonic() < deadline:
+                outage = w.result.outage(t0)
+                if outage is not None and outage[1] == outage[1]:  # NaN: not back yet
+                    break
+                if outage is None and time.monotonic() - t0 > 10:
+                    break
                 time.sleep(0.2)
             time.sleep(1)
         outage = w.result.outage(t0)
-        rto = (outage[1] - outage[0]) if outage else 0.0
-        missing = missing_rows(w.result)
-        lost += len(missing)
-        values.append(rto)
-        runs.append({"killed": primary, "promoted": new, "rto_s": round(rto, 2), "lost": len(missing)})
-        say(f"rto_primary #{i + 1}: {primary} killed, {new} promoted, write fails -> succeeds {rto:.2f} s")
-    return stats(values), lost, runs
-
-
-def vip_move(c: Cluster, n: int) -> tuple[dict[str, Any], int, list[dict[str, Any]]]:
-    values: list[float] = []
-    lost = 0
-    runs = []
-    for i in range(n):
-        c.restore(warmup=False)
-        leader = c.wait_for_leader(60)
-        with Writer(seconds=240) as w:
-            time.sleep(2)
-            t0 = time.monotonic()
-            c.lab.stop_service(leader, PGPOOL_UNIT)
-            holder = c.wait_for_vip(180, not_on=leader)
-            took = time.monotonic() - t0
-            time.sleep(1)
+        took = (outage[1] - outage[0]) if outage else 0.0
+        if took != took:
+            raise LabError(f"{fault} #{i + 1}: writes through the VIP did not come back within 180 s")
         missing = missing_rows(w.result)
         lost += len(missing)
         values.append(took)
-        runs.append({"stopped_on": leader, "new_holder": holder, "vip_move_s": round(took, 2), "lost": len(missing)})
-        say(f"vip_move #{i + 1}: pgpool stopped on {leader}, VIP answers on {holder} after {took:.2f} s")
-        c.lab.start_service(leader, PGPOOL_UNIT)
+        runs.append({"victim": victim, "outage_s": round(took, 2), "lost": len(missing)})
+        say(f"{fault} #{i + 1}: {victim} hit, write fails -> succeeds {took:.2f} s")
     return stats(values), lost, runs
 
 
@@ -215,17 +219,14 @@ def bench_profile(profile: str, stack: str, args: argparse.Namespace) -> dict[st
         "healthy_s": round(healthy_s, 1),
         "noop_s": round(noop_s, 1),
     }
-    result.update(throughput(c, args.pgbench_s, args.clients, args.rounds))
-    rto, lost_rto, rto_runs = rto_primary(c, args.rto_n)
-    vip, lost_vip, vip_runs = vip_move(c, args.vip_n)
-    result.update(
-        {
-            "rto_primary_s": rto,
-            "vip_move_s": vip,
-            "lost_acknowledged_writes": lost_rto + lost_vip,
-            "runs": {"rto_primary": rto_runs, "vip_move": vip_runs},
-        }
-    )
+    result["throughput"] = throughput(c, args.pgbench_s, args.clients, args.rounds)
+    result["faults"] = {}
+    lost_total = 0
+    for fault in FAULTS:
+        figures, lost, runs = measure_fault(c, fault, args.runs)
+        result["faults"][fault] = {**figures, "lost": lost, "runs": runs}
+        lost_total += lost
+    result["lost_acknowledged_writes"] = lost_total
     c.restore(warmup=False)
     return result
 
@@ -257,19 +258,34 @@ def run_profile(profile: str, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def table(profiles: dict[str, Any]) -> str:
+    """The per-profile summary: each fault's median [max] outage, throughput ratios, losses."""
+    head = ["profile", *FAULTS, "rw", "select", "-C", "lost"]
+    rows = [head]
+    for name, r in profiles.items():
+        if "faults" not in r:
+            rows.append([name, *(["-"] * (len(head) - 1))])
+            continue
+        faults = [f"{r['faults'][f]['median']} [{r['faults'][f]['max']}]" for f in FAULTS]
+        tp = r["throughput"]
+        ratios = [f"{tp[m]['ratio']}x" for m in ("read_write", "select_only", "connect_per_transaction")]
+        rows.append([name, *faults, *ratios, str(r["lost_acknowledged_writes"])])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in rows]
+    return "bench: seconds of write outage, median [max]; pgpool/direct tps ratios\n" + "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lab.bench", description=__doc__.split("\n")[0])
-    p.add_argument("--profiles", default="walkthrough,tuned", help="comma-separated: walkthrough, tuned")
-    p.add_argument("--rto-n", type=int, default=3)
-    p.add_argument("--vip-n", type=int, default=3)
+    p.add_argument("--profiles", default="walkthrough,tuned,fast", help="comma-separated: walkthrough, tuned, fast")
+    p.add_argument("--runs", type=int, default=5, help="runs of each fault per profile")
     p.add_argument("--pgbench-s", type=int, default=15)
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one profile, print its JSON
     args = p.parse_args(argv)
     args.passthrough = [
-        f"--rto-n={args.rto_n}",
-        f"--vip-n={args.vip_n}",
+        f"--runs={args.runs}",
         f"--pgbench-s={args.pgbench_s}",
         f"--clients={args.clients}",
         f"--rounds={args.rounds}",
@@ -289,11 +305,13 @@ def main(argv: list[str] | None = None) -> int:
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
         "method": {
-            "rto_primary_s": "kill -9 of the primary's postmaster; writer through the VIP (row every 50 ms, new "
-            "connection after an error, 1 s connect timeout): first failed write -> next committed write",
-            "vip_move_s": "systemctl stop pgpool2 on the watchdog leader -> a new connection through the VIP answers",
+            "faults": "writer through the VIP (row every 50 ms, new connection after an error, 1 s connect timeout): "
+            "first failed write -> next committed write; primary_postgres_loss = kill -9 of the postmaster, "
+            "vip_holder_crash = power loss of the leader (a standby), vip_holder_and_primary_crash = power loss of "
+            "the server holding both",
             "provision_s": "`pulumi up` on fresh servers (empty stack) -> cluster serves (before heartbeat warm-up)",
-            "tps": "pgbench TPC-B from the lab's switch namespace, same clients/duration, direct vs VIP:9999",
+            "throughput": "pgbench from the lab's switch namespace, same clients/duration, direct 5432 vs VIP:9999: "
+            "TPC-B, -S, -S -C",
         },
         "profiles": {},
     }
@@ -306,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         out["error"] = str(e)
     out["total_s"] = round(time.monotonic() - started, 1)
     print(json.dumps(out, indent=2))
+    print(table(out["profiles"]), file=sys.stderr)
     return 1 if "error" in out else 0
 
 
