@@ -9,7 +9,7 @@ IN_LAB  := ip netns exec $(LAB_NS)
 STACK   ?= lab
 
 .PHONY: help setup host-deps test test-unit test-lab lint render lab-up lab-down lab-reset lab-provision \
-        lab-destroy lab-status demo drills bench engine test-lab-infra lifecycle
+        lab-destroy lab-status demo drills bench soak engine test-lab-infra lifecycle
 
 help:
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -65,8 +65,12 @@ demo: lab-provision lab-status ## The main job: lab up, cluster provisioned, sta
 drills: setup ## HA drills against the provisioned lab (exit 0 only if all pass)
 	$(IN_LAB) .venv/bin/pytest -q -p no:cacheprovider tests/lab
 
-bench: setup ## Recovery times and throughput: prints one JSON object
+bench: setup ## Recovery times and throughput per pgpool profile: prints one JSON object and a table
 	@$(IN_LAB) $(PY) -m lab.bench
+
+DURATION ?= 1800
+soak: setup ## Random faults under load for DURATION s (default 1800) on the fast profile: prints one JSON object
+	@$(IN_LAB) $(PY) -m lab.soak --duration $(DURATION)
 
 test-lab-infra: setup host-deps ## The lab itself: up, ssh, VIP, crash, partition, reboot, clean teardown
 	LAB_INFRA_TESTS=1 .venv/bin/pytest -q tests/lab_infra

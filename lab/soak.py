@@ -1,0 +1,246 @@
+"""`make soak`: random faults, one at a time, under load, for a bounded time; prints ONE JSON object.
+
+    ip netns exec pghalab-sw .venv/bin/python -m lab.soak [--duration 1800] [--stack lab-fast] [--seed N]
+
+The lab stack is first brought to the config of --stack with `pulumi up` (the real engine). Then, until the
+duration is used up: a writer commits numbered rows through the VIP the whole time (new connection after any error,
+1 s connect timeout), a read load (pgbench -S through the VIP in 20 s rounds) runs beside it, and every cycle
+injects one fault from the lab's verbs on a random node: crash (power loss), stop-postgresql, stop-pgpool, partition
+(cable pull) or reboot. The cluster recovers by the product's own mechanisms (failover, follow_primary, fencing);
+after each fault the operator step the README documents is run: heal/start what the fault took away, then
+`pcp_attach_node` for a standby that streams again and online recovery (`pcp_recovery_node`) for one that does not
+(lab.cluster.Cluster.restore, which never restarts pgpool). Figures:
+
+- outage per fault: writes through the VIP failing -> committing again (0 when none failed), median and max per kind;
+- acknowledged rows lost: acknowledged by a COMMIT, missing at the end (must be 0 with synchronous replication);
+- spurious failovers: the primary changed although the fault did not touch the primary's node, or changed between
+  faults (must be 0);
+- the end state: one primary, every standby streaming, 3 nodes up in pgpool.
+Every loop is bounded by the duration plus per-step timeouts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from . import SERVERS
+from .cluster import (
+    PGPOOL_UNIT,
+    STACK_ENV,
+    Cluster,
+    Writer,
+    missing_rows,
+    pool_nodes_retry,
+    settings,
+    stats,
+)
+from .core import Lab
+from .util import LabError, log
+
+FAULTS = ("crash", "stop-postgresql", "stop-pgpool", "partition", "reboot")
+HOLD_S = 20.0  # how long a fault stays before the operator heals it (a partition longer than the fence's isolation)
+RECOVER_S = 420.0
+
+
+def say(msg: str) -> None:
+    print(f"soak: {msg}", file=sys.stderr, flush=True)
+
+
+class ReadLoad:
+    """pgbench -S through the VIP in short rounds (pgbench aborts a client on a failover: the next round reconnects),
+    until stop() or the deadline."""
+
+    def __init__(self, deadline: float, clients: int = 2) -> None:
+        self.deadline, self.clients = deadline, clients
+        self.rounds = self.failed_rounds = 0
+        self.transactions = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="read-load", daemon=True)
+
+    def _loop(self) -> None:
+        s = settings()
+        env = {**os.environ, "PGPASSWORD": s.password, "PGCONNECT_TIMEOUT": "2"}
+        while not self._stop.is_set() and time.monotonic() < self.deadline - 5:
+            seconds = int(min(20, self.deadline - time.monotonic() - 2))
+            cp = subprocess.run(
+                ["pgbench", "-n", "-S", "-h", s.vip, "-p", str(s.pgpool_port), "-U", s.user, "-c", str(self.clients),
+                 "-T", str(max(1, seconds)), "bench"],
+                env=env, capture_output=True, text=True, timeout=seconds + 30, check=False,
+            )  # fmt: skip
+            self.rounds += 1
+            done = [line for line in cp.stdout.splitlines() if "number of transactions actually processed" in line]
+            if done:
+                self.transactions += int(done[0].split(":")[1].split("/")[0].strip())
+            if cp.returncode != 0:
+                self.failed_rounds += 1
+                self._stop.wait(1)
+
+    def start(self) -> ReadLoad:
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict[str, int]:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        return {"rounds": self.rounds, "rounds_with_errors": self.failed_rounds, "transactions": self.transactions}
+
+
+def prepare_bench_database(c: Cluster) -> None:
+    from .cluster import address_of, connect
+
+    s = settings()
+    primary = c.wait_for_primary(60)
+    with connect(host=address_of(primary), port=s.pg_port, timeout=10) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'bench'").fetchone():
+            conn.execute("CREATE DATABASE bench")
+    env = {**os.environ, "PGPASSWORD": s.password}
+    subprocess.run(
+        ["pgbench", "-i", "-q", "-s", "5", "-h", address_of(primary), "-p", str(s.pg_port), "-U", s.user, "bench"],
+        env=env, capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+
+
+def inject(c: Cluster, fault: str, node: str) -> None:
+    unit = settings().pg_unit
+    match fault:
+        case "crash":
+            c.crash(node)
+        case "stop-postgresql":
+            c.lab.stop_service(node, unit)
+        case "stop-pgpool":
+            c.lab.stop_service(node, PGPOOL_UNIT)
+        case "partition":
+            c.lab.partition(node)
+        case "reboot":
+            c.lab.reboot(node)
+
+
+def heal(c: Cluster, fault: str, node: str) -> None:
+    """Undo what the fault took away (the operator's first step); restore() does the rest."""
+    if fault == "partition":
+        c.lab.heal(node)
+    elif fault == "crash":
+        c.start(node)
+
+
+def soak(duration: float, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    c = Cluster(Lab())
+    c.restore()
+    prepare_bench_database(c)
+    c.restore()
+    t_start = time.monotonic()
+    deadline = t_start + duration
+    outages: dict[str, list[float]] = {f: [] for f in FAULTS}
+    events: list[dict[str, Any]] = []
+    spurious = 0
+    reads = ReadLoad(deadline).start()
+    writer = Writer(seconds=duration + 60, max_rows=10_000_000, interval=0.05)
+    try:
+        with writer as w:
+            while time.monotonic() < deadline - 60:  # room for one more fault and its recovery
+                primary_before = c.wait_for_primary(120)
+                time.sleep(rng.uniform(5, 15))
+                # Between faults the primary must not move (a spurious failover of an idle, healthy cluster).
+                primary_now = c.wait_for_primary(120)
+                if primary_now != primary_before:
+                    spurious += 1
+                    say(f"SPURIOUS failover between faults: {primary_before} -> {primary_now}")
+                fault, node = rng.choice(FAULTS), rng.choice(SERVERS).name
+                t0 = time.monotonic()
+                inject(c, fault, node)
+                say(f"{fault} on {node} ({'primary' if node == primary_now else 'standby'})")
+                # Writes back through the VIP (bounded), while the fault holds.
+                back = None
+                while time.monotonic() - t0 < 180:
+                    outage = w.result.outage(t0)
+                    if outage is None and time.monotonic() - t0 > HOLD_S:
+                        break
+                    if outage is not None and outage[1] == outage[1]:
+                        back = outage[1] - outage[0]
+                        if time.monotonic() - t0 > HOLD_S:
+                            break
+                    time.sleep(0.5)
+                outage = w.result.outage(t0)
+                took = 0.0 if outage is None else (outage[1] - outage[0])
+                if took != took:
+                    raise LabError(f"{fault} on {node}: writes through the VIP not back within 180 s")
+                outages[fault].append(took)
+                heal(c, fault, node)
+                t_heal = time.monotonic()
+                c.restore(RECOVER_S)
+                primary_after = c.wait_for_primary(60)
+                touched_primary = node == primary_now and fault != "stop-pgpool"
+                if primary_after != primary_now and not touched_primary:
+                    spurious += 1
+                    say(f"SPURIOUS failover: {fault} on standby {node} moved the primary to {primary_after}")
+                events.append(
+                    {
+                        "at_s": round(t0 - t_start, 1),
+                        "fault": fault,
+                        "node": node,
+                        "was_primary": node == primary_now,
+                        "outage_s": round(took, 2),
+                        "back_s": None if back is None else round(back, 2),
+                        "recovered_s": round(time.monotonic() - t_heal, 1),
+                        "primary_after": primary_after,
+                    }
+                )
+                say(f"  outage {took:.2f} s, healthy again {time.monotonic() - t_heal:.1f} s after the heal")
+    finally:
+        read_figures = reads.stop()
+    c.restore(RECOVER_S)
+    lost = missing_rows(w.result)
+    nodes = pool_nodes_retry(60)
+    return {
+        "duration_s": round(time.monotonic() - t_start, 1),
+        "seed": seed,
+        "stack": settings().stack,
+        "faults_injected": len(events),
+        "faults_by_kind": {f: len(v) for f, v in outages.items()},
+        "outage_s": {f: stats(v) for f, v in outages.items() if v},
+        "outage_all_s": stats([e["outage_s"] for e in events]),
+        "writes": w.result.summary(),
+        "acknowledged_rows_lost": len(lost),
+        "spurious_failovers": spurious,
+        "read_load": read_figures,
+        "end_state": [
+            {"node": n.name, "status": n.status, "role": n.role, "replication": n.replication_state} for n in nodes
+        ],
+        "events": events,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lab.soak", description=__doc__.split("\n")[0])
+    p.add_argument("--duration", type=float, default=float(os.environ.get("DURATION", "1800")))
+    p.add_argument("--stack", default=os.environ.get("SOAK_STACK", "lab-fast"))
+    p.add_argument("--seed", type=int, default=int(time.time()))
+    args = p.parse_args(argv)
+    from .engine import LabStack
+
+    os.environ[STACK_ENV] = args.stack
+    say(f"pulumi up with the config of {args.stack}")
+    LabStack(echo=False).up(args.stack, timeout=900)
+    try:
+        result = soak(args.duration, args.seed)
+    except LabError as e:
+        print(json.dumps({"error": str(e)}))
+        log.error("%s", e)
+        return 1
+    print(json.dumps(result, indent=2))
+    ok = result["acknowledged_rows_lost"] == 0 and result["spurious_failovers"] == 0
+    ends_healthy = all(n["status"] == "up" for n in result["end_state"])
+    return 0 if ok and ends_healthy else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
