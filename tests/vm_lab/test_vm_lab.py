@@ -207,11 +207,16 @@ def test_packages_came_from_the_mirror_with_the_configured_version(lab: VmLab) -
 
 def test_pool_nodes_through_the_vip(lab: VmLab) -> None:
     def healthy() -> list[dict[str, str]] | None:
+        # replication_state is filled by pgpool's streaming-replication check (every sr_check_period, 10 s): wait
+        # for it too (the last run asserted too early and saw '' for a standby that was up).
         nodes = lab.pool_nodes()
-        return nodes if nodes and [n["status"] for n in nodes] == ["up"] * 3 else None
+        if not nodes or [n["status"] for n in nodes] != ["up"] * 3:
+            return None
+        standbys = [n["replication_state"] for n in nodes if n["role"] == "standby"]
+        return nodes if standbys == ["streaming", "streaming"] else None
 
     try:
-        nodes = wait("3 nodes up in pool_nodes through the VIP", healthy, 180, 3)
+        nodes = wait("3 nodes up, 2 standbys streaming, in pool_nodes through the VIP", healthy, 180, 3)
     except AssertionError as e:
         raise AssertionError(f"{e}: {lab.pool_nodes()}") from None
     assert sorted(n["role"] for n in nodes) == ["primary", "standby", "standby"], nodes
