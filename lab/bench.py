@@ -113,22 +113,27 @@ def pgbench(host: str, port: int, seconds: int, clients: int, extra: tuple[str, 
     return float(m.group(1))
 
 
-def throughput(c: Cluster, seconds: int, clients: int, rounds: int) -> dict[str, Any]:
+def ensure_bench_database(c: Cluster, scale: int) -> str:
+    """Database BENCH_DB on the primary, initialised by pgbench at `scale`; returns the primary's address."""
     s = settings()
-    primary = c.wait_for_primary(60)
-    addr = SERVER_BY_NAME[primary].address
-    env = {**os.environ, "PGPASSWORD": s.password}
+    addr = SERVER_BY_NAME[c.wait_for_primary(60)].address
     with connect(host=addr, port=s.pg_port, timeout=10) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (BENCH_DB,)).fetchone():
             conn.execute(f"CREATE DATABASE {BENCH_DB}")
     subprocess.run(
-        ["pgbench", "-i", "-q", "-s", "10", "-h", addr, "-p", str(s.pg_port), "-U", s.user, BENCH_DB],
-        env=env,
+        ["pgbench", "-i", "-q", "-s", str(scale), "-h", addr, "-p", str(s.pg_port), "-U", s.user, BENCH_DB],
+        env={**os.environ, "PGPASSWORD": s.password},
         capture_output=True,
         text=True,
         timeout=300,
         check=True,
     )
+    return addr
+
+
+def throughput(c: Cluster, seconds: int, clients: int, rounds: int) -> dict[str, Any]:
+    s = settings()
+    addr = ensure_bench_database(c, 10)
     c.wait_healthy(120)
     out: dict[str, Any] = {"pgbench": {"clients": clients, "threads": min(clients, 2), "seconds": seconds,
                                        "scale": 10, "rounds": rounds}}  # fmt: skip
@@ -185,20 +190,11 @@ def measure_fault(c: Cluster, fault: str, n: int) -> tuple[dict[str, Any], int, 
             time.sleep(3)
             t0 = time.monotonic()
             strike(c, fault, victim)
-            deadline = time.monotonic() + 180
-            # Back when a write commits after the first failure (or, if none failed yet, 10 s of successes).
-            while time.monotonic() < deadline:
-                outage = w.result.outage(t0)
-                if outage is not None and outage[1] == outage[1]:  # NaN: not back yet
-                    break
-                if outage is None and time.monotonic() - t0 > 10:
-                    break
-                time.sleep(0.2)
+            try:
+                took = w.wait_outage(t0, 180, quiet=10)
+            except LabError as e:
+                raise LabError(f"{fault} #{i + 1}: {e}") from None
             time.sleep(1)
-        outage = w.result.outage(t0)
-        took = (outage[1] - outage[0]) if outage else 0.0
-        if took != took:
-            raise LabError(f"{fault} #{i + 1}: writes through the VIP did not come back within 180 s")
         missing = missing_rows(w.result)
         lost += len(missing)
         values.append(took)

@@ -680,10 +680,10 @@ class Cluster:
             ps = self.lab.exec(s.name, ["ps", "-o", "pid,stat,wchan:24,etime,args", "-C", "pgpool"], timeout=15)
             _, procs = self.pcp(s.name, "pcp_proc_info", "-a", timeout=15)
             newest_log = 'tail -n 60 "$(ls -t /var/log/pgpool/*.log | head -n 1)"'  # logging_collector's files
-            journal = self.lab.exec(s.name, ["/bin/sh", "-c", newest_log], timeout=15)
+            pgpool_log = self.lab.exec(s.name, ["/bin/sh", "-c", newest_log], timeout=15)
             parts.append(
                 f"--- {s.name}: pgpool processes (main first)\n{ps.stdout[:3000]}\n--- pcp_proc_info\n{procs[-1500:]}"
-                f"\n--- pgpool log\n{journal.stdout[-4000:]}"
+                f"\n--- pgpool log\n{pgpool_log.stdout[-4000:]}"
             )
         text = "\n".join(parts)
         log.error("pgpool diagnostics:\n%s", text)
@@ -862,6 +862,19 @@ class Writer:
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
+
+    def wait_outage(self, after: float, timeout: float, quiet: float) -> float:
+        """Seconds the writes failed after the event at monotonic time `after` (first failure -> next commit),
+        waiting up to `timeout` for them to come back; 0.0 when none failed within `quiet` seconds of the event."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            outage = self.result.outage(after)
+            if outage is not None and outage[1] == outage[1]:  # NaN: failed, not back yet
+                return outage[1] - outage[0]
+            if outage is None and time.monotonic() - after > quiet:
+                return 0.0
+            time.sleep(0.2)
+        raise LabError(f"writes through the VIP did not come back within {timeout:.0f} s")
 
     def stop(self, timeout: float = 15) -> WriterResult:
         self._stop.set()
