@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,8 @@ def scripts(config):
 def test_scripts_pass_shellcheck_and_bash_n(name: str, tmp_path: Path) -> None:
     found = scripts(CONFIGS[name]())
     names = {Path(f.path).name for f in found}
-    assert {"failover.sh", "follow_primary.sh", "escalation.sh", "recovery_1st_stage", "pgpool_remote_start"} <= names
+    assert {"failover.sh", "follow_primary.sh", "pgha-follow", "escalation.sh", "recovery_1st_stage"} <= names
+    assert "pgpool_remote_start" in names
     for file in found:
         target = tmp_path / Path(file.path).name
         target.write_text(file.content)
@@ -51,7 +53,7 @@ def test_debian_layout_in_scripts() -> None:
     by_name = {Path(f.path).name: f.content for f in scripts(debian12())}
     assert "pg_ctlcluster $PGVERSION main promote" in by_name["failover.sh"]
     assert "pg_rewind" in by_name["pg-make-standby"] and "pg_basebackup" in by_name["pg-make-standby"]
-    assert "pg-make-standby rewind" in by_name["follow_primary.sh"]
+    assert "pg-make-standby rewind" in by_name["pgha-follow"]
     assert "pg-make-standby basebackup" in by_name["recovery_1st_stage"]
     assert "systemctl start $PG_UNIT" in by_name["pgpool_remote_start"]
     assert "ip addr del $VIP/$VIP_PREFIX dev $VIP_DEVICE" in by_name["escalation.sh"]
@@ -80,3 +82,32 @@ def test_step_commands_pass_shellcheck(tmp_path: Path, mirror: bool) -> None:
             target.write_text("#!/bin/bash\n" + words[4])
             result = subprocess.run([SHELLCHECK, "-s", "bash", str(target)], capture_output=True, text=True)
             assert result.returncode == 0, f"{step.ref}\n{result.stdout}"
+
+
+def test_follow_primary_returns_at_once_and_the_worker_runs_on(tmp_path: Path) -> None:
+    """pgpool holds its follow-primary lock (here and on every standby pgpool) while follow_primary_command runs;
+    the launcher must return at once and leave the work to a detached worker that gets every argument."""
+    by_name = {Path(f.path).name: f.content for f in scripts(debian12())}
+    done = tmp_path / "worker-done"
+    worker = tmp_path / "worker"
+    worker.write_text(f'#!/bin/bash\nsleep 2\necho "args: $*" > {done}\n')
+    worker.chmod(0o755)
+    log_file = tmp_path / "follow.log"
+    launcher = tmp_path / "follow_primary.sh"
+    launcher.write_text(
+        by_name["follow_primary.sh"]
+        .replace("worker=/usr/local/lib/pgha/pgha-follow", f"worker={worker}")
+        .replace("log_file=/var/log/postgresql/pgha-follow.log", f"log_file={log_file}")
+    )
+    args = ["2", "db-c", "5432", "/data", "0", "db-b", "0", "0", "5432", "/data"]
+    t0 = time.monotonic()
+    cp = subprocess.run(["bash", str(launcher), *args], capture_output=True, text=True, timeout=10)
+    returned = time.monotonic() - t0
+    assert cp.returncode == 0, cp.stderr
+    assert returned < 1.0, f"follow_primary.sh waited {returned:.1f} s for its worker"
+    assert not done.exists()  # the worker still runs
+    deadline = time.monotonic() + 10
+    while not done.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert done.read_text() == f"args: {' '.join(args)}\n"
+    assert "follow work for db-c started" in cp.stdout
