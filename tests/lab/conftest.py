@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from lab import SERVERS, SWITCH_NS, Lab, LabError
-from lab.cluster import SILENT_PGPOOL_EVENTS, Cluster, settings, try_pool_nodes
+from lab.cluster import Cluster, settings, try_pool_nodes
 from lab.config import lab_dir
 from tests.labpolicy import cannot_run, in_namespace, lab_host_problem, print_report, report_entry
 
@@ -68,8 +68,6 @@ def healthy(cluster: Cluster) -> Cluster:
     took = time.monotonic() - t0
     if took > 1:
         REPORT.setdefault("_restore_s", []).append(round(took, 1))
-    # Visible in the summary, never silent: pgpools that stopped answering and were restarted by restore().
-    REPORT["_silent_pgpool_restarts"] = [{k: e[k] for k in ("at", "restarted")} for e in SILENT_PGPOOL_EVENTS]
     return cluster
 
 

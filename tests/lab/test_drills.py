@@ -311,6 +311,31 @@ def test_h_reboot_of_former_primary(healthy: Cluster, report: dict[str, Any]) ->
     assert [n.name for n in nodes if n.pg_role == "primary"] == [new]
 
 
+# ------------------------------------------------------------------------------------------------------- k
+def test_k_leader_dies_while_the_standbys_follow(healthy: Cluster, report: dict[str, Any]) -> None:
+    """The watchdog leader runs on the primary's server: stop PostgreSQL there, and the moment a standby is promoted
+    (pgpool's follow-primary step is running) power that server off. The survivors elect a leader that keeps
+    serving: the remaining standby follows or is attached again, the dead server comes back by online recovery, and
+    nothing restarts pgpool (issue 10's silent pgpool: a follow-primary lock left behind by the dead leader)."""
+    c = healthy
+    old = c.colocate_leader_and_primary()
+    c.lab.stop_service(old, healthy_pg_unit())
+    new = c.wait_for_primary(FAILOVER_S, not_on=old)
+    t0 = time.monotonic()
+    c.crash(old)
+    c.wait_for_vip(VIP_S, not_on=old)
+    report["vip_s"] = round(time.monotonic() - t0, 2)
+    # The operator's path (README): power the server back on, attach or rebuild what is detached. restore() restarts
+    # no pgpool; a pgpool that stops answering fails here, with its processes and log in the error.
+    t1 = time.monotonic()
+    c.restore(timeout=300)
+    report["restored_s"] = round(time.monotonic() - t1, 2)
+    nodes = pool_nodes()
+    assert all(n.up for n in nodes) and [n.name for n in nodes if n.role == "primary"] == [new], nodes
+    assert pg_role(old) == "standby"
+    query("SELECT 1", timeout=5)  # a new session through the VIP is served
+
+
 # ------------------------------------------------------------------------------------------------------- i
 def test_i_load_balancing(healthy: Cluster, report: dict[str, Any]) -> None:
     """Read-only queries through the VIP reach the standbys."""
