@@ -113,6 +113,28 @@ class VmLab:
                 out.append(node.name)
         return out
 
+    def diagnostics(self) -> str:
+        """pool_nodes and, per VM, pgpool's processes (main first, with their kernel wait channel), the newest pgpool
+        log, the follow log and PostgreSQL's log: what a failed check needs to be analysed after the lab is gone."""
+        parts = [f"pool_nodes through the VIP: {self.pool_nodes()}"]
+        script = (
+            "ps -o pid,stat,wchan:24,etime,args -C pgpool | head -n 8; "
+            'echo "--- pgpool log"; sudo -n sh -c \'tail -n 40 "$(ls -t /var/log/pgpool/*.log | head -n 1)"\'; '
+            'echo "--- follow log"; sudo -n tail -n 20 /var/log/postgresql/pgha-follow.log; '
+            "echo \"--- postgresql log\"; sudo -n sh -c 'tail -n 20 /var/log/postgresql/postgresql-*-main.log'"
+        )
+        for node in self.config.nodes:
+            cp = self.ssh(node.name, script, check=False, timeout=60, tries=2)
+            parts.append(f"=== {node.name}\n{cp.stdout[-6000:]}{cp.stderr[-500:]}")
+        return "\n".join(parts)
+
+    def wait(self, what: str, probe: Callable[[], T | None], timeout: float, interval: float = 2.0) -> T:
+        """wait(), and on a timeout the cluster's state in the error (the lab is torn down after the run)."""
+        try:
+            return wait(what, probe, timeout, interval)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{self.diagnostics()}") from None
+
     def primary(self) -> str | None:
         nodes = self.pool_nodes()
         if not nodes:
@@ -254,7 +276,7 @@ def test_failover_then_online_recovery(lab: VmLab) -> None:
         primary = lab.primary()
         return primary if primary and primary != old else None
 
-    new = wait("a standby promoted", promoted_other, 180, 1)
+    new = lab.wait("a standby promoted", promoted_other, 180, 1)
     promoted = time.monotonic() - t0
 
     def followed() -> bool:
@@ -262,9 +284,9 @@ def test_failover_then_online_recovery(lab: VmLab) -> None:
         others = [n for n in nodes if n["hostname"] not in (old, new)]
         return bool(others) and all(n["status"] == "up" and n["replication_state"] == "streaming" for n in others)
 
-    wait("the other standby following the new primary", followed, 300)
+    lab.wait("the other standby following the new primary", followed, 300)
     followed_s = time.monotonic() - t0
-    wait("a write through the VIP", lambda: lab.psql("INSERT INTO vmlab_rows DEFAULT VALUES") is not None, 120, 1)
+    lab.wait("a write through the VIP", lambda: lab.psql("INSERT INTO vmlab_rows DEFAULT VALUES") is not None, 120, 1)
     lab.phase("failover_promoted", promoted)
     lab.phase("failover_followed", followed_s)
 
@@ -273,7 +295,7 @@ def test_failover_then_online_recovery(lab: VmLab) -> None:
     leader = lab.vip_holders()[0]
     t0 = time.monotonic()
     rec = lab.pcp(leader, f"pcp_recovery_node -n {old_id}", timeout=600)
-    assert rec.returncode == 0, rec.stdout + rec.stderr
+    assert rec.returncode == 0, f"{rec.stdout}{rec.stderr}\n{lab.diagnostics()}"
 
     def recovered() -> bool:
         nodes = lab.pool_nodes() or []
@@ -284,7 +306,7 @@ def test_failover_then_online_recovery(lab: VmLab) -> None:
             and any(n["hostname"] == old and n["role"] == "standby" for n in nodes)
         )
 
-    wait("the old primary back as a streaming standby", recovered, 300)
+    lab.wait("the old primary back as a streaming standby", recovered, 300)
     lab.phase("online_recovery", time.monotonic() - t0)
     rows = lab.psql("SELECT count(*) AS n FROM vmlab_rows")
     assert rows and int(rows[0]["n"]) >= 1
