@@ -1,4 +1,4 @@
-"""The HA drills (issue 4, a-j): short scenarios against the three real servers, each from a healthy cluster.
+"""The HA drills (issue 4, a-k): short scenarios against the three real servers, each from a healthy cluster.
 
 A bounded writer commits numbered rows through the VIP during c-g; afterwards every acknowledged row must exist.
 With synchronous replication (stack option postgresql.synchronousReplication) that is asserted; with asynchronous

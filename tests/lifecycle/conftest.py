@@ -1,7 +1,7 @@
 """The lab stack's life with the real engine: `make lifecycle` runs, in this order, in one pytest session
 
     tests/lifecycle/test_1_provision.py   fresh lab: preview --diff, an interrupted up, the recovering up, secrets
-    tests/lab                             the HA drills a-j
+    tests/lab                             the HA drills a-k
     tests/lifecycle/test_2_day2.py        no-op up, refresh, a reloadable and a restart-only change, destroy
 
 inside the lab's switch namespace (clients and `pulumi up` reach the servers from there). In CI a lab that cannot
