@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import shlex
 import statistics
@@ -782,6 +783,12 @@ class WriterResult:
             return None
         ok = next((a for a in self.attempts if a.start > fail.start and a.ok), None)
         return (fail.start, ok.end if ok else float("nan"))
+
+    def longest_gap(self, after: float, until: float) -> float:
+        """Longest time without a commit between `after` and `until` (monotonic): an outage, or a write that hung
+        without failing."""
+        ends = [after] + [a.end for a in self.attempts if a.ok and after < a.end <= until] + [until]
+        return max(b - a for a, b in itertools.pairwise(ends))
 
     def first_success_after(self, t: float) -> float | None:
         ok = next((a for a in self.attempts if a.start >= t and a.ok), None)

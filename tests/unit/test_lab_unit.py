@@ -71,3 +71,20 @@ def test_cgroups_are_per_server() -> None:
 )
 def test_cli_parses(argv: list[str], verb: str) -> None:
     assert build_parser().parse_args(argv).verb == verb
+
+
+def test_writer_longest_gap_counts_outages_and_hung_writes() -> None:
+    from lab.cluster import Attempt, WriterResult
+
+    r = WriterResult(run="t")
+    r.attempts = [
+        Attempt(1, 0.0, 0.1, True),
+        Attempt(2, 0.2, 0.3, True),
+        Attempt(3, 0.4, 1.4, False),  # failed: the gap runs on
+        Attempt(4, 1.5, 2.0, True),  # 2.0 - 0.3 = 1.7 s without a commit
+        Attempt(5, 2.1, 5.0, True),  # hung, then committed: 3.0 s since the commit before, the longest gap
+        Attempt(6, 5.1, 5.2, True),
+    ]
+    assert r.longest_gap(0.25, 6.0) == pytest.approx(3.0)
+    assert r.longest_gap(0.25, 4.0) == pytest.approx(2.0)  # from the last commit before `until` to `until`
+    assert r.outage(0.25) == (0.4, 2.0)
