@@ -22,7 +22,7 @@ import pytest
 
 from components.cloudinit import render_seed
 from components.config import ClusterConfig
-from lab.util import wait_for
+from lab.util import LabError, wait_for
 from lab.vm import settings as s
 from lab.vm.stack import cluster_config, lab_stack
 
@@ -121,6 +121,7 @@ class VmLab:
             "ps -o pid,stat,wchan:24,etime,args -C pgpool | head -n 8; "
             'echo "--- pgpool log"; sudo -n sh -c \'tail -n 40 "$(ls -t /var/log/pgpool/*.log | head -n 1)"\'; '
             'echo "--- follow log"; sudo -n tail -n 20 /var/log/postgresql/pgha-follow.log; '
+            'echo "--- fence"; sudo -n journalctl -u pgha-fence --no-pager -n 15; '
             "echo \"--- postgresql log\"; sudo -n sh -c 'tail -n 20 /var/log/postgresql/postgresql-*-main.log'"
         )
         for node in self.config.nodes:
@@ -132,7 +133,7 @@ class VmLab:
         """wait(), and on a timeout the cluster's state in the error (the lab is torn down after the run)."""
         try:
             return wait(what, probe, timeout, interval)
-        except AssertionError as e:
+        except (AssertionError, LabError) as e:  # wait_for raises LabError
             raise AssertionError(f"{e}\n{self.diagnostics()}") from None
 
     def primary(self) -> str | None:
