@@ -82,6 +82,6 @@ lifecycle: setup host-deps engine ## Fresh lab: preview, interrupted up + recove
 
 test: test-unit test-lab-infra lint lifecycle ## Every test: unit, the lab, lint, the engine's lifecycle with the drills
 
-# The VM lab (libvirt + QEMU TCG in a namespace, see lab/vm/README.md). Not in `make test` yet: its last run had two
-# failing checks (README, "The VM lab").
+# The VM lab (libvirt + QEMU TCG in a namespace, see lab/vm/README.md). Not in `make test` yet: one green run of
+# three, and ~42 min more on a cold CI (README, "The VM lab").
 include lab/vm/vm.mk

@@ -81,12 +81,6 @@ def _hooks(packages: list[str], mirror_out: Path) -> list[str]:
         f'chroot "$1" apt-get clean; chroot "$1" apt-get -q -y --download-only install {pkgs} >/dev/null',
         f"mkdir -p {shlex.quote(str(mirror_out))}; "
         f'cp "$1"/var/cache/apt/archives/*.deb {shlex.quote(str(mirror_out))}/',
-        # Like the minimal cloud images some distributions ship (Ubuntu's): dpkg unpacks no manual pages, docs or
-        # translations and does not fsync each file. Under TCG, installing PostgreSQL and pgpool-II took 9.5-12 min
-        # per guest (3 min of it unpacking); the packages and what provisioning does with them are unchanged.
-        'printf "path-exclude=/usr/share/man/*\\npath-exclude=/usr/share/doc/*\\n'
-        "path-include=/usr/share/doc/*/copyright\\npath-exclude=/usr/share/locale/*/LC_MESSAGES/*.mo\\n"
-        'force-unsafe-io\\n" > "$1/etc/dpkg/dpkg.cfg.d/90-pghavm-minimal"',
         # A generic image: no host keys, machine-id, host name, apt lists or caches of the build.
         'chroot "$1" apt-get clean; rm -rf "$1"/var/lib/apt/lists/*',
         'rm -f "$1"/etc/ssh/ssh_host_* "$1/etc/hostname" "$1/var/lib/dbus/machine-id"; : > "$1/etc/machine-id"',
