@@ -23,6 +23,37 @@ PROJECT = "pgpool-ha"
 # ":" (alias syntax) or white space.
 _IFNAME = re.compile(r"^(?!\.{1,2}$)[^/:\s]{1,15}$")
 _HOSTNAME = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_PG_PARAMETER = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
+# Settings conf.d/pgha.conf sets and the failover machinery relies on: not overridable through postgresql.parameters.
+MANAGED_PG_SETTINGS = frozenset(
+    {
+        "listen_addresses",
+        "port",
+        "password_encryption",
+        "wal_level",
+        "hot_standby",
+        "hot_standby_feedback",
+        "wal_log_hints",
+        "max_wal_senders",
+        "max_replication_slots",
+        "wal_keep_size",
+        "max_slot_wal_keep_size",
+        "synchronous_standby_names",
+        "synchronous_commit",
+        "archive_mode",
+        "archive_command",
+        "primary_conninfo",
+        "primary_slot_name",
+        "recovery_target_timeline",
+        "include",
+        "include_if_exists",
+        "include_dir",
+        "data_directory",
+        "hba_file",
+        "ident_file",
+        "config_file",
+    }
+)
 _SSH_KEY_TYPES = {
     "ssh-ed25519",
     "ssh-rsa",
@@ -204,6 +235,40 @@ class PostgreSQL(_Model):
     check_user: str = "pgpool"
     # pgpool's online-recovery user: must be a superuser (pgpool_recovery functions).
     recovery_user: str = "postgres"
+    # Site settings appended to the managed ones (e.g. shared_buffers, max_connections, work_mem). Settings the
+    # cluster depends on (replication, port, standby settings) are managed above and refused here.
+    # Held as (name, value) pairs in the stack's order: the config objects are frozen and hashable.
+    parameters: tuple[tuple[str, str | int | float | bool], ...] = ()
+    # A restart-only setting (pg_settings.pending_restart) changed on a running cluster: `up` restarts the standbys
+    # one at a time (detached from pgpool meanwhile) either way; with this on it then switches the primary over to a
+    # standby (clean stop first: nothing acknowledged is lost), which takes a failover's write outage (seconds).
+    # Off: the primary keeps its old values and every `up` says a switchover is pending until it is turned on once.
+    switchover_on_restart: bool = False
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _parameters_mapping(cls, value: object) -> object:
+        if isinstance(value, dict):
+            return tuple(value.items())
+        if value is None:
+            return ()
+        if isinstance(value, tuple):
+            return value
+        raise ValueError("a mapping of PostgreSQL setting names to values, e.g. {shared_buffers: 256MB}")
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameters(
+        cls, value: tuple[tuple[str, str | int | float | bool], ...]
+    ) -> tuple[tuple[str, str | int | float | bool], ...]:
+        for name, setting in value:
+            if not _PG_PARAMETER.match(name):
+                raise ValueError(f"{name!r} is not a PostgreSQL setting name (lowercase letters, digits, '_', '.')")
+            if name in MANAGED_PG_SETTINGS:
+                raise ValueError(f"{name!r} is managed by the program; it cannot be set in parameters")
+            if isinstance(setting, str) and ("\n" in setting or "\r" in setting):
+                raise ValueError(f"{name}: a value cannot span lines")
+        return value
 
 
 class PgpoolTuning(_Model):

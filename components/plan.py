@@ -26,7 +26,14 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from .config import ClusterConfig, Node
-from .render import ServerFile, render_node_files, service_fingerprints, slot_name
+from .render import (
+    ServerFile,
+    parse_settings,
+    postgresql_restart_only,
+    render_node_files,
+    service_fingerprints,
+    slot_name,
+)
 from .secrets import ClusterSecrets
 
 
@@ -280,12 +287,10 @@ if running; then
   systemctl reload "$UNIT"
   sleep 1
   pending=$(psql_local -c "SELECT string_agg(name, ',') FROM pg_settings WHERE pending_restart")
-  if [ -n "$pending" ] && [ -f "$MEMBER" ] && [ "$(psql_local -c 'SELECT pg_is_in_recovery()')" = f ]; then
-    # The primary of a running cluster: a restart would make pgpool fail over (failover_on_backend_shutdown) and
-    # the start guard would then keep this node down. Leave it to a planned switchover.
-    echo "unchanged: PostgreSQL $PG primary: restart-only settings pending ($pending), not restarted here:" \
-      "switch over (pcp_promote_node -s on another node, then restart this one as a standby)"
-    exit 0
+  if [ -n "$pending" ] && [ -f "$MEMBER" ]; then
+    # A member of a running cluster: restarting every node at once here would fail clients over and over. The
+    # postgresql-restart steps (standbys, one at a time) and postgresql-switchover steps (the primary) apply it.
+    did="$did reloaded; restart-only settings pending ($pending): applied one node at a time later in this up"
   elif [ -n "$pending" ]; then
     systemctl restart "$UNIT"
     did="$did restarted ($pending)"
@@ -684,6 +689,24 @@ def provisioning_plan(config: ClusterConfig) -> list[Step]:
                 after=tuple([*file_refs[n], *ready]),
             )
         )
+    # Restart-only PostgreSQL settings on a running cluster: the standbys one after the other, then the primary's
+    # switchover (templates/usr/local/lib/pgha/pgha-apply-restart). The commands carry those settings' values, so a
+    # change to one of them (and only then) runs these steps, and the preview shows which.
+    restart_only = _restart_only_settings(config, files_by_node)
+    switchover = "on" if config.postgresql.switchover_on_restart else "off"
+    apply_refs = [f"{n.name}/{_file_step_name(APPLY_RESTART)}" for n in config.nodes]
+    previous = [*previous, *(f"{n.name}/postgresql-config" for n in config.nodes), *apply_refs]
+    for phase, step_name in (("standbys", "postgresql-restart"), ("primary", "postgresql-switchover")):
+        for node in config.nodes:
+            steps.append(
+                Step(
+                    node.name,
+                    step_name,
+                    _sudo_script(step_name, _apply_restart_script(restart_only), phase, switchover),
+                    after=tuple(previous),
+                )
+            )
+            previous = [f"{node.name}/{step_name}"]
     for node in config.nodes:
         n = node.name
         steps.append(
@@ -698,6 +721,28 @@ def provisioning_plan(config: ClusterConfig) -> list[Step]:
         )
     _check_order(steps)
     return steps
+
+
+APPLY_RESTART = "/usr/local/lib/pgha/pgha-apply-restart"
+
+
+def _restart_only_settings(config: ClusterConfig, files_by_node: dict[str, list[ServerFile]]) -> list[str]:
+    """`name=value` of every restart-only PostgreSQL setting the nodes get (identical on every node)."""
+    first = config.nodes[0].name
+    found: list[str] = []
+    for file in files_by_node[first]:
+        if file.service == "postgresql" and file.apply == "params":
+            found += [f"{k}={v}" for k, v in sorted(parse_settings(file.content).items()) if postgresql_restart_only(k)]
+    return found
+
+
+def _apply_restart_script(restart_only: list[str]) -> str:
+    listed = "\n".join(f"#   {setting}" for setting in restart_only)
+    return f"""
+# Restart-only PostgreSQL settings in force after this step (the step runs again when one of them changes):
+{listed}
+exec {APPLY_RESTART} "$@"
+"""
 
 
 def _check_order(steps: list[Step]) -> None:

@@ -193,15 +193,26 @@ def _metadata(source: str, template: str) -> dict[str, str]:
     return meta
 
 
+def pg_value(value: str | int | float | bool) -> str:
+    """A postgresql.conf value: booleans as on/off, numbers bare, strings single-quoted ('' escapes a quote)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int | float):
+        return str(value)
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
 @functools.lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=False,
         autoescape=False,
     )
+    env.filters["pg_value"] = pg_value
+    return env
 
 
 def context(config: ClusterConfig, node: Node, secrets: ClusterSecrets) -> dict[str, object]:
@@ -292,6 +303,87 @@ def parse_settings(content: str) -> dict[str, str]:
     return settings
 
 
+# PostgreSQL settings of context 'postmaster' (they need a restart), as PostgreSQL 15 lists them
+# (SELECT name FROM pg_settings WHERE context = 'postmaster'), plus later versions' additions. A setting of an
+# extension (a dotted name) counts as restart-only: many are (pg_stat_statements.max), and the server decides anyway.
+PG_RESTART_ONLY = frozenset(
+    [
+        "archive_mode",
+        "autovacuum_freeze_max_age",
+        "autovacuum_max_workers",
+        "autovacuum_multixact_freeze_max_age",
+        "bonjour",
+        "bonjour_name",
+        "cluster_name",
+        "config_file",
+        "data_directory",
+        "data_sync_retry",
+        "dynamic_shared_memory_type",
+        "event_source",
+        "external_pid_file",
+        "hba_file",
+        "hot_standby",
+        "huge_page_size",
+        "huge_pages",
+        "ident_file",
+        "ignore_invalid_pages",
+        "jit_provider",
+        "listen_addresses",
+        "logging_collector",
+        "max_connections",
+        "max_files_per_process",
+        "max_locks_per_transaction",
+        "max_logical_replication_workers",
+        "max_pred_locks_per_transaction",
+        "max_prepared_transactions",
+        "max_replication_slots",
+        "max_wal_senders",
+        "max_worker_processes",
+        "min_dynamic_shared_memory",
+        "old_snapshot_threshold",
+        "port",
+        "recovery_target",
+        "recovery_target_action",
+        "recovery_target_inclusive",
+        "recovery_target_lsn",
+        "recovery_target_name",
+        "recovery_target_time",
+        "recovery_target_timeline",
+        "recovery_target_xid",
+        "shared_buffers",
+        "shared_memory_type",
+        "shared_preload_libraries",
+        "superuser_reserved_connections",
+        "track_activity_query_size",
+        "track_commit_timestamp",
+        "unix_socket_directories",
+        "unix_socket_group",
+        "unix_socket_permissions",
+        "wal_buffers",
+        "wal_decode_buffer_size",
+        "wal_level",
+        "wal_log_hints",
+        "reserved_connections",
+        "commit_timestamp_buffers",
+        "io_method",
+        "io_max_concurrency",
+        "max_notify_queue_pages",
+        "multixact_member_buffers",
+        "multixact_offset_buffers",
+        "notify_buffers",
+        "serializable_buffers",
+        "subtransaction_buffers",
+        "transaction_buffers",
+        "autovacuum_worker_slots",
+        "max_active_replication_origins",
+    ]
+)
+
+
+def postgresql_restart_only(name: str) -> bool:
+    return name in PG_RESTART_ONLY or "." in name
+
+
 def pgpool_reloadable(name: str) -> bool:
     if name in PGPOOL_RELOADABLE:
         return True
@@ -305,8 +397,8 @@ def _digest(parts: list[str]) -> str:
 def service_fingerprints(files: list[ServerFile], service: str, *, secret: bool = False) -> tuple[str, str]:
     """(restart, reload) fingerprints of the files of `service` (secret ones or non-secret ones).
 
-    A `params` file is split per parameter: pgpool's restart-only settings go into the restart fingerprint, the rest
-    into the reload one. Changing a reloadable setting thus changes only the reload fingerprint.
+    A `params` file is split per parameter: restart-only settings (pgpool's, PostgreSQL's) go into the restart
+    fingerprint, the rest into the reload one. Changing a reloadable setting thus changes only the reload fingerprint.
     """
     restart: list[str] = []
     reload: list[str] = []
@@ -315,7 +407,8 @@ def service_fingerprints(files: list[ServerFile], service: str, *, secret: bool 
             continue
         if file.apply == "params":
             for name, value in sorted(parse_settings(file.content).items()):
-                target = reload if service == "pgpool2" and pgpool_reloadable(name) else restart
+                reloadable = pgpool_reloadable(name) if service == "pgpool2" else not postgresql_restart_only(name)
+                target = reload if reloadable else restart
                 target.append(f"{file.path}:{name}={value}")
         elif file.apply == "restart":
             restart.append(f"{file.path}:{file.content}")

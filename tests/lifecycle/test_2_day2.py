@@ -1,5 +1,6 @@
 """After the drills: what a user does with a running cluster. `up` again changes nothing; refresh finds no drift;
 a reloadable pgpool setting reloads, a restart-only one restarts the pgpools one after another while writes go on;
+a restart-only PostgreSQL setting restarts the standbys one at a time and switches the primary over, losing nothing;
 `destroy` leaves no pgpool and no VIP, and a second `destroy` has nothing to do."""
 
 from __future__ import annotations
@@ -20,6 +21,15 @@ RELOADABLE = {"pgpool": {"logMinMessages": "notice"}}
 RESTART_ONLY = {"pgpool": {"logMinMessages": "notice", "numInitChildren": 40}}
 # The steps such a change must touch: each node's pgpool.conf and the service step that applies it.
 PGPOOL_CONF_STEPS = {f"{n}-{step}" for n in NODES for step in ("file-etc-pgpool2-pgpoolconf", "pgpool-service")}
+# A restart-only PostgreSQL setting (on top of the pgpool change above, which stays): the conf.d file, the reload
+# step, then the standbys' rolling restart and the primary's switchover (Pulumi.lab.yaml: switchoverOnRestart on).
+RESTART_ONLY_PG = {**RESTART_ONLY, "postgresql": {"parameters": {"max_connections": 120}}}
+PG_RESTART_STEPS = {
+    f"{n}-{step}"
+    for n in NODES
+    for step in ("file-etc-postgresql-15-main-confd-pghaconf", "postgresql-config", "postgresql-restart",
+                 "postgresql-switchover")
+}  # fmt: skip
 
 
 def test_a_second_up_changes_nothing(stack: LabStack, cluster: Cluster, report: dict[str, Any]) -> None:
@@ -110,6 +120,46 @@ def test_a_restart_only_pgpool_setting_restarts_them_one_after_another(
     assert not lost, f"acknowledged rows lost: {lost[:10]}"
     assert result.acked and result.attempts[-1].ok, "writes through the VIP did not work after the restarts"
     assert "40" in lab.exec("server1", "grep -E '^num_init_children' /etc/pgpool2/pgpool.conf").stdout
+
+
+def test_a_restart_only_postgresql_setting_restarts_the_standbys_then_switches_over(
+    stack: LabStack, cluster: Cluster, lab: Lab, report: dict[str, Any]
+) -> None:
+    cluster.restore(warmup=False)
+    planned = stack.plan(overrides=RESTART_ONLY_PG)
+    assert planned == dict.fromkeys(PG_RESTART_STEPS, "update"), planned
+    primary = primary_node()
+    with Writer(seconds=900, interval=0.02) as writer:
+        time.sleep(2)
+        run = stack.up(overrides=RESTART_ONLY_PG)
+        ENGINE_OUTPUT.append(run.output)
+        cluster.wait_for_vip(60)
+        time.sleep(3)
+    result = writer.result
+    report.update(
+        {
+            "up_s": round(run.seconds, 1),
+            "up": run.changes,
+            **result.summary(),
+            "longest_write_gap_s": round(_longest_gap_between_successes(result.attempts), 2),
+            "primary_before": primary,
+            "primary_after": primary_node(),
+        }
+    )
+    lost = missing_rows(result)
+    report["lost_acknowledged_writes"] = len(lost)
+    assert not lost, f"acknowledged rows lost: {lost[:10]}"
+    assert result.acked and result.attempts[-1].ok, "writes through the VIP did not work after the change"
+    show = "SHOW max_connections", "SELECT count(*) FROM pg_settings WHERE pending_restart"
+    psql = ["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-c", show[0], "-c", show[1]]
+    in_force = {n: tuple(lab.exec(n, psql).stdout.split()) for n in NODES}
+    assert in_force == dict.fromkeys(NODES, ("120", "0")), f"max_connections / settings pending: {in_force}"
+    assert report["primary_after"] not in (None, primary), "the primary did not switch over"
+    assert "switched over to" in run.output, run.output[-3000:]
+    cluster.wait_healthy(120, warmup=False)
+    # The same config again: nothing to do (the steps' commands did not change; the servers agree).
+    again = stack.preview(overrides=RESTART_ONLY_PG, expect_no_changes=True)
+    ENGINE_OUTPUT.append(again.output)
 
 
 def _longest_gap_between_successes(attempts: list[Any]) -> float:

@@ -152,3 +152,62 @@ def test_fence_can_be_turned_off_and_pinned() -> None:
     assert off.fence_isolation_seconds == 7
     step = next(s for s in provisioning_plan(off) if s.name == "fence-service")
     assert shlex.split(step.create)[-1] == "off"
+
+
+def _changed_steps(before_config, after_config) -> list[str]:
+    before = {s.ref: (s.create, s.stdin(FAKE) if s.stdin else None) for s in provisioning_plan(before_config)}
+    after = {s.ref: (s.create, s.stdin(FAKE) if s.stdin else None) for s in provisioning_plan(after_config)}
+    assert before.keys() == after.keys()
+    return sorted(ref for ref in before if before[ref] != after[ref])
+
+
+def _with_parameters(config, **parameters):
+    pg = config.postgresql.model_copy(update={"parameters": tuple(parameters.items())})
+    return config.model_copy(update={"postgresql": pg})
+
+
+def test_a_restart_only_setting_runs_the_rolling_restart_and_switchover_steps_a_reloadable_one_does_not() -> None:
+    base = _with_parameters(stack("lab"), work_mem="4MB", shared_buffers="128MB")
+    conf = [f"{n.name}/file-etc-postgresql-15-main-confd-pghaconf" for n in base.nodes]
+    config_steps = [f"{n.name}/postgresql-config" for n in base.nodes]
+    rolling = [f"{n.name}/{s}" for n in base.nodes for s in ("postgresql-restart", "postgresql-switchover")]
+    reloadable = _with_parameters(stack("lab"), work_mem="8MB", shared_buffers="128MB")
+    assert _changed_steps(base, reloadable) == sorted(conf + config_steps)
+    restart_only = _with_parameters(stack("lab"), work_mem="4MB", shared_buffers="256MB")
+    assert _changed_steps(base, restart_only) == sorted(conf + config_steps + rolling)
+    # The preview shows the new value in the steps' commands (readable in a pull request).
+    switchover = next(s for s in provisioning_plan(restart_only) if s.name == "postgresql-switchover")
+    assert "shared_buffers='256MB'" in shlex.split(switchover.create)[4]
+    assert "shared_buffers = '256MB'" in next(
+        f.content for f in render_node_files(restart_only, restart_only.nodes[0], FAKE) if f.path.endswith("pgha.conf")
+    )
+
+
+def test_rolling_restart_one_node_at_a_time_after_pgpool_then_the_switchover_pass() -> None:
+    config = debian12()  # the program's default: switchover off
+    steps = provisioning_plan(config)
+    at = index(steps)
+    restarts = [s for s in steps if s.name == "postgresql-restart"]
+    switchovers = [s for s in steps if s.name == "postgresql-switchover"]
+    assert [s.node for s in restarts] == [s.node for s in switchovers] == [n.name for n in config.nodes]
+    last_pgpool = max(at[f"{n.name}/pgpool-service"] for n in config.nodes)
+    assert at[restarts[0].ref] > last_pgpool
+    # Each step waits for the one before it: the standbys restart one at a time, the switchover comes after all.
+    chain = [*restarts, *switchovers]
+    for earlier, later in zip(chain, chain[1:], strict=False):
+        assert earlier.ref in later.after, f"{later.ref} does not wait for {earlier.ref}"
+    assert [shlex.split(s.create)[6:] for s in chain] == [["standbys", "off"]] * 3 + [["primary", "off"]] * 3
+    on = config.model_copy(update={"postgresql": config.postgresql.model_copy(update={"switchover_on_restart": True})})
+    assert {tuple(shlex.split(s.create)[6:]) for s in provisioning_plan(on) if s.name == "postgresql-switchover"} == {
+        ("primary", "on")
+    }
+    assert stack("lab").postgresql.switchover_on_restart and not stack("prod").postgresql.switchover_on_restart
+
+
+def test_postgresql_config_no_longer_restarts_a_member() -> None:
+    config = stack("lab")
+    step = next(s for s in provisioning_plan(config) if s.name == "postgresql-config")
+    script = shlex.split(step.create)[4]
+    member_branch = script.index('if [ -n "$pending" ] && [ -f "$MEMBER" ]; then')
+    restart = script.index('systemctl restart "$UNIT"')
+    assert member_branch < script.index('elif [ -n "$pending" ]; then') < restart

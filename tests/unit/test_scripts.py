@@ -33,6 +33,7 @@ def test_scripts_pass_shellcheck_and_bash_n(name: str, tmp_path: Path) -> None:
     found = scripts(CONFIGS[name]())
     names = {Path(f.path).name for f in found}
     assert {"failover.sh", "follow_primary.sh", "pgha-follow", "escalation.sh", "recovery_1st_stage"} <= names
+    assert "pgha-apply-restart" in names
     assert "pgpool_remote_start" in names
     for file in found:
         target = tmp_path / Path(file.path).name
