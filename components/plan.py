@@ -445,6 +445,27 @@ if [ -n "$did" ]; then echo "changed: firewall$did"; else echo "unchanged: firew
 """
 
 
+_KERNEL_SETTINGS = r"""
+file=/etc/sysctl.d/60-pgha.conf
+changed="" pending=""
+while IFS='=' read -r key value; do
+  key=$(echo "$key" | xargs) value=$(echo "$value" | xargs)
+  case "$key" in ''|'#'*) continue ;; esac
+  path=/proc/sys/${key//.//}
+  [ "$(cat "$path")" = "$value" ] && continue
+  if sysctl -q -w "$key=$value" 2>/dev/null; then changed="$changed $key=$value"
+  else pending="$pending $key=$value"; fi
+done <"$file"
+if [ -n "$pending" ]; then
+  # A container whose /proc/sys is read-only: the host (or whoever manages its network namespace) must set these.
+  echo "WARNING: kernel settings not in force and not settable here (read-only /proc/sys?):$pending" >&2
+fi
+if [ -n "$changed" ]; then echo "changed: kernel settings$changed"
+elif [ -n "$pending" ]; then echo "unchanged: kernel settings NOT in force:$pending (set them on the host)"
+else echo "unchanged: kernel settings in force"; fi
+"""
+
+
 _PGPOOL_SERVICE = r"""
 restart_fp=$1 reload_fp=$2
 state=/var/lib/pgha/pgpool.applied
@@ -608,6 +629,9 @@ def provisioning_plan(config: ClusterConfig) -> list[Step]:
             fw_after.append(f"{n}/{_file_step_name('/etc/nftables.conf')}")
         steps.append(Step(n, "firewall", _sudo_script("firewall", _firewall_script(config)), after=tuple(fw_after)))
         file_refs[n].append(f"{n}/firewall")
+        sysctl_ref = f"{n}/{_file_step_name('/etc/sysctl.d/60-pgha.conf')}"
+        steps.append(Step(n, "kernel-settings", _sudo_script("kernel-settings", _KERNEL_SETTINGS), after=(sysctl_ref,)))
+        file_refs[n].append(f"{n}/kernel-settings")
         pg_restart, pg_reload = service_fingerprints(files_by_node[n], "postgresql")
         steps.append(
             Step(

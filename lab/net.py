@@ -24,6 +24,22 @@ from .config import (
 from .util import log, run
 
 NETNS_DIR = Path("/run/netns")
+# The product's kernel settings (net.* only: they belong to a network namespace). nspawn keeps /proc/sys read-only
+# inside the container, so the lab applies them to each server's namespace from outside, as a container host would;
+# the product's kernel-settings step then finds them in force (on VMs it sets them itself).
+PRODUCT_SYSCTL = Path(__file__).resolve().parents[1] / "templates" / "etc" / "sysctl.d" / "60-pgha.conf.j2"
+
+
+def product_net_sysctls() -> dict[str, str]:
+    settings: dict[str, str] = {}
+    for raw in PRODUCT_SYSCTL.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", "{#")) or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        if key.strip().startswith("net."):
+            settings[key.strip()] = value.strip()
+    return settings
 
 
 def ns_exists(ns: str) -> bool:
@@ -73,6 +89,8 @@ def ensure_server_net(s: Server, *, cable_up: bool) -> None:
     existing one is left as it is.
     """
     ensure_ns(s.netns)
+    for key, value in product_net_sysctls().items():
+        run(["ip", "netns", "exec", s.netns, "sysctl", "-q", "-w", f"{key}={value}"])
     created = False
     if not link_exists(s.netns, SERVER_IF):
         if link_exists(SWITCH_NS, s.switch_port):

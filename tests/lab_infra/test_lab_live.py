@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from lab import SERVERS, VIP, Lab
+from lab.net import product_net_sysctls
 from tests.labpolicy import cannot_run, lab_host_problem
 
 pytestmark = [pytest.mark.lab]
@@ -44,6 +45,15 @@ def test_ssh_with_pinned_host_keys_and_sudo(lab: Lab) -> None:
 def test_servers_reach_each_other(lab: Lab) -> None:
     lab.ssh("server1", ["ping", "-c1", "-W2", "10.213.8.12"], check=True)
     lab.exec("server3", ["ping", "-c1", "-W2", "10.213.8.11"], check=True)
+
+
+def test_servers_run_with_the_product_kernel_settings(lab: Lab) -> None:
+    """nspawn keeps /proc/sys read-only: the lab sets the product's net.* settings in each server's namespace."""
+    wanted = product_net_sysctls()
+    assert wanted, "templates/etc/sysctl.d/60-pgha.conf has no net.* setting"
+    for s in SERVERS:
+        for key, value in wanted.items():
+            assert lab.exec(s.name, ["sysctl", "-n", key], check=True).stdout.strip() == value, (s.name, key)
 
 
 def test_vip_add_remove(lab: Lab) -> None:

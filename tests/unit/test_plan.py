@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shlex
 
 import pytest
@@ -194,7 +195,7 @@ def test_rolling_restart_one_node_at_a_time_after_pgpool_then_the_switchover_pas
     assert at[restarts[0].ref] > last_pgpool
     # Each step waits for the one before it: the standbys restart one at a time, the switchover comes after all.
     chain = [*restarts, *switchovers]
-    for earlier, later in zip(chain, chain[1:], strict=False):
+    for earlier, later in itertools.pairwise(chain):
         assert earlier.ref in later.after, f"{later.ref} does not wait for {earlier.ref}"
     assert [shlex.split(s.create)[6:] for s in chain] == [["standbys", "off"]] * 3 + [["primary", "off"]] * 3
     on = config.model_copy(update={"postgresql": config.postgresql.model_copy(update={"switchover_on_restart": True})})
