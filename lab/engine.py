@@ -300,6 +300,16 @@ class LabStack:
         """Remove the lock a killed CLI left on the stack (only when no other pulumi runs on it)."""
         return self.run("cancel", "--yes", "--stack", self.stack, **kw)
 
+    def drop_torn_state_metadata(self) -> list[Path]:
+        """A CLI killed while the file backend saved the state can leave `<stack>.json.attrs` empty (its metadata
+        sidecar, written beside the complete previous state file): every command then fails with "failed to load
+        checkpoint: EOF". Deleting the empty sidecar is the README's first recovery step; returns what it deleted."""
+        stacks = self.backend / ".pulumi" / "stacks"
+        torn = [p for p in stacks.rglob("*.attrs") if p.stat().st_size == 0] if stacks.is_dir() else []
+        for path in torn:
+            path.unlink()
+        return torn
+
     def refresh_clearing_pending_creates(self, **kw: Any) -> EngineRun:
         """After an interrupted `up` and the `up` that re-ran its steps: drop the stale pending-create records."""
         self.ensure()

@@ -67,6 +67,7 @@ def test_an_interrupted_up_is_recovered_by_the_documented_procedure(
             stop.set()
             ENGINE_OUTPUT.append(killed.output)
             assert seen_in_state and killed.returncode != 0, "the first up was meant to be killed mid-way"
+            report["torn_state_metadata_deleted"] = [p.name for p in stack.drop_torn_state_metadata()]
             pending = stack.export().get("deployment", {}).get("pending_operations") or []
             in_state = stack.resource_count()
             report["killed_with_resources_in_state"] = seen_in_state[0]
