@@ -9,7 +9,7 @@ IN_LAB  := ip netns exec $(LAB_NS)
 STACK   ?= lab
 
 .PHONY: help setup host-deps test test-unit test-lab lint render lab-up lab-down lab-reset lab-provision \
-        lab-destroy lab-status demo drills bench soak engine test-lab-infra lifecycle
+        lab-destroy lab-status demo drills bench soak engine test-lab-infra lifecycle changes
 
 help:
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -79,6 +79,10 @@ lifecycle: setup host-deps engine ## Fresh lab: preview, interrupted up + recove
 	$(PY) -m lab reset
 	$(IN_LAB) .venv/bin/pytest -q -p no:cacheprovider \
 		tests/lifecycle/test_1_provision.py tests/lab tests/lifecycle/test_2_day2.py
+
+changes: setup host-deps engine ## Fresh lab: provision, then the day-2 changes under a writer (no drills; in lifecycle)
+	$(PY) -m lab reset
+	$(IN_LAB) .venv/bin/pytest -q -p no:cacheprovider tests/lifecycle/test_1_provision.py tests/lifecycle/test_2_day2.py
 
 test: test-unit test-lab-infra lint lifecycle ## Every test: unit, the lab, lint, the engine's lifecycle with the drills
 
