@@ -265,7 +265,12 @@ UNIT=postgresql@{pg}-main
 MEMBER=/var/lib/postgresql/{pg}/pgha-member
 PGDATA={config.pg_data_directory}
 }}
-psql_local() {{ runuser -u postgres -- psql -XAtq -p {config.postgresql.port} -v ON_ERROR_STOP=1 "$@"; }}
+# Provisioning's own writes (roles, extension, slots) commit locally: with synchronous replication on, a fresh
+# primary has no standby yet, and a commit waiting for one would hang the first `up` forever.
+psql_local() {{
+  runuser -u postgres -- env PGOPTIONS='-c synchronous_commit=local' psql -XAtq -p {config.postgresql.port} \
+    -v ON_ERROR_STOP=1 "$@"
+}}
 running() {{ pg_ctlcluster "$PG" main status >/dev/null 2>&1; }}
 """
 

@@ -212,3 +212,17 @@ def test_postgresql_config_no_longer_restarts_a_member() -> None:
     member_branch = script.index('if [ -n "$pending" ] && [ -f "$MEMBER" ]; then')
     restart = script.index('systemctl restart "$UNIT"')
     assert member_branch < script.index('elif [ -n "$pending" ]; then') < restart
+
+
+def test_provisioning_writes_never_wait_for_a_synchronous_standby() -> None:
+    """A fresh synchronous cluster has no standby when the primary's roles are created: those commits are local
+    (the soak's first `up` of a synchronous stack hung in ALTER ROLE before this)."""
+    config = debian12(postgresql={"synchronousReplication": True})
+    bootstrap = next(s for s in provisioning_plan(config) if s.name == "primary-bootstrap")
+    script = shlex.split(bootstrap.create)[4]
+    assert "synchronous_standby_names = 'ANY 1" in next(
+        f.content for f in render_node_files(config, config.nodes[0], FAKE) if f.path.endswith("pgha.conf")
+    )
+    definition = script[script.index("psql_local() {") : script.index("}", script.index("psql_local() {"))]
+    assert "PGOPTIONS='-c synchronous_commit=local'" in definition
+    assert "printf '%s\\n' \"$sql\" | psql_local" in script
