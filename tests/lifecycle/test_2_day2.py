@@ -85,19 +85,7 @@ def test_a_reloadable_pgpool_setting_reloads_without_failover(
 def test_a_restart_only_pgpool_setting_restarts_them_one_after_another(
     stack: LabStack, cluster: Cluster, lab: Lab, report: dict[str, Any]
 ) -> None:
-    cluster.restore(warmup=False)
-    planned = stack.plan(overrides=RESTART_ONLY)
-    assert planned == dict.fromkeys(PGPOOL_CONF_STEPS, "update"), planned
-    primary = primary_node()
-    with Writer(seconds=600, interval=0.02) as writer:
-        time.sleep(2)
-        t0 = time.monotonic()
-        run = stack.up(overrides=RESTART_ONLY)
-        ENGINE_OUTPUT.append(run.output)
-        elapsed = time.monotonic() - t0
-        cluster.wait_for_vip(60)
-        time.sleep(3)
-    result = writer.result
+    run, result, primary, elapsed = _up_under_a_writer(stack, cluster, RESTART_ONLY, PGPOOL_CONF_STEPS)
     uptimes = _pgpool_uptimes(cluster)
     starts = sorted(time.monotonic() - u for u in uptimes.values())
     gaps = [b.start - a.end for a, b in zip(result.attempts, result.attempts[1:], strict=False)]
@@ -125,17 +113,7 @@ def test_a_restart_only_pgpool_setting_restarts_them_one_after_another(
 def test_a_restart_only_postgresql_setting_restarts_the_standbys_then_switches_over(
     stack: LabStack, cluster: Cluster, lab: Lab, report: dict[str, Any]
 ) -> None:
-    cluster.restore(warmup=False)
-    planned = stack.plan(overrides=RESTART_ONLY_PG)
-    assert planned == dict.fromkeys(PG_RESTART_STEPS, "update"), planned
-    primary = primary_node()
-    with Writer(seconds=900, interval=0.02) as writer:
-        time.sleep(2)
-        run = stack.up(overrides=RESTART_ONLY_PG)
-        ENGINE_OUTPUT.append(run.output)
-        cluster.wait_for_vip(60)
-        time.sleep(3)
-    result = writer.result
+    run, result, primary, _ = _up_under_a_writer(stack, cluster, RESTART_ONLY_PG, PG_RESTART_STEPS)
     report.update(
         {
             "up_s": round(run.seconds, 1),
@@ -160,6 +138,26 @@ def test_a_restart_only_postgresql_setting_restarts_the_standbys_then_switches_o
     # The same config again: nothing to do (the steps' commands did not change; the servers agree).
     again = stack.preview(overrides=RESTART_ONLY_PG, expect_no_changes=True)
     ENGINE_OUTPUT.append(again.output)
+
+
+def _up_under_a_writer(
+    stack: LabStack, cluster: Cluster, overrides: dict[str, Any], steps: set[str]
+) -> tuple[Any, Any, str | None, float]:
+    """Preview lists exactly `steps` as updates; then `up` while a writer commits through the VIP every 20 ms.
+    Returns the engine run, the writer's result, the primary before, and the up's duration as the test saw it."""
+    cluster.restore(warmup=False)
+    planned = stack.plan(overrides=overrides)
+    assert planned == dict.fromkeys(steps, "update"), planned
+    primary = primary_node()
+    with Writer(seconds=900, interval=0.02) as writer:
+        time.sleep(2)
+        t0 = time.monotonic()
+        run = stack.up(overrides=overrides)
+        ENGINE_OUTPUT.append(run.output)
+        elapsed = time.monotonic() - t0
+        cluster.wait_for_vip(60)
+        time.sleep(3)
+    return run, writer.result, primary, elapsed
 
 
 def _longest_gap_between_successes(attempts: list[Any]) -> float:
