@@ -223,6 +223,14 @@ def test_enp0s8_has_the_static_address_matched_by_mac(lab: VmLab) -> None:
         assert f" {node.address}/{lab.config.prefix_length} " in out, out
 
 
+def test_the_product_set_its_kernel_settings(lab: VmLab) -> None:
+    """On a VM /proc/sys is writable: the kernel-settings step itself set what /etc/sysctl.d/60-pgha.conf says
+    (in the container lab the lab sets it from outside)."""
+    for node in lab.config.nodes:
+        out = lab.ssh(node.name, "sysctl -n net.ipv4.tcp_retries2; cat /etc/sysctl.d/60-pgha.conf").stdout
+        assert out.splitlines()[0].strip() == "5" and "net.ipv4.tcp_retries2 = 5" in out, (node.name, out)
+
+
 def test_packages_came_from_the_mirror_with_the_configured_version(lab: VmLab) -> None:
     out = lab.ssh("server1", "cat /etc/apt/sources.list.d/pgha-mirror.list; dpkg-query -W -f='${Version}' pgpool2")
     assert "http://10.213.17.1:8081/" in out.stdout and "\n4.3." in out.stdout, out.stdout
