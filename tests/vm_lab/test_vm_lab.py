@@ -227,7 +227,7 @@ def test_the_product_set_its_kernel_settings(lab: VmLab) -> None:
     """On a VM /proc/sys is writable: the kernel-settings step itself set what /etc/sysctl.d/60-pgha.conf says
     (in the container lab the lab sets it from outside)."""
     for node in lab.config.nodes:
-        out = lab.ssh(node.name, "sysctl -n net.ipv4.tcp_retries2; cat /etc/sysctl.d/60-pgha.conf").stdout
+        out = lab.ssh(node.name, "cat /proc/sys/net/ipv4/tcp_retries2 /etc/sysctl.d/60-pgha.conf").stdout
         assert out.splitlines()[0].strip() == "5" and "net.ipv4.tcp_retries2 = 5" in out, (node.name, out)
 
 
