@@ -277,7 +277,11 @@ def test_refresh_then_preview_expects_no_changes(lab: VmLab) -> None:
 
 def test_failover_then_online_recovery(lab: VmLab) -> None:
     old = wait("a primary", lab.primary, 60)
-    lab.psql("CREATE TABLE IF NOT EXISTS vmlab_rows (id serial PRIMARY KEY, at timestamptz DEFAULT now())")
+    # psql() returns None when it fails: the table must exist before the primary stops (the 16:31 run went on
+    # without it, or lost it, and failed later on "relation vmlab_rows does not exist").
+    create = "CREATE TABLE IF NOT EXISTS vmlab_rows (id serial PRIMARY KEY, at timestamptz DEFAULT now())"
+    lab.wait("the table created through the VIP", lambda: lab.psql(create) is not None or None, 60, 2)
+    assert lab.psql("SELECT count(*) AS n FROM vmlab_rows") is not None, "vmlab_rows not readable through the VIP"
     t0 = time.monotonic()
     lab.ssh(old, f"sudo -n systemctl stop postgresql@{lab.config.postgresql.version}-main")
 
