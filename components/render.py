@@ -397,8 +397,9 @@ def _digest(parts: list[str]) -> str:
 def service_fingerprints(files: list[ServerFile], service: str, *, secret: bool = False) -> tuple[str, str]:
     """(restart, reload) fingerprints of the files of `service` (secret ones or non-secret ones).
 
-    A `params` file is split per parameter: restart-only settings (pgpool's, PostgreSQL's) go into the restart
-    fingerprint, the rest into the reload one. Changing a reloadable setting thus changes only the reload fingerprint.
+    A `params` file is split per parameter: pgpool's restart-only settings go into the restart fingerprint, the rest
+    into the reload one. Changing a reloadable setting thus changes only the reload fingerprint. (PostgreSQL's files
+    are not split: its postgresql-config step takes both, and the rolling-restart steps list the restart-only values.)
     """
     restart: list[str] = []
     reload: list[str] = []
@@ -407,8 +408,7 @@ def service_fingerprints(files: list[ServerFile], service: str, *, secret: bool 
             continue
         if file.apply == "params":
             for name, value in sorted(parse_settings(file.content).items()):
-                reloadable = pgpool_reloadable(name) if service == "pgpool2" else not postgresql_restart_only(name)
-                target = reload if reloadable else restart
+                target = reload if service == "pgpool2" and pgpool_reloadable(name) else restart
                 target.append(f"{file.path}:{name}={value}")
         elif file.apply == "restart":
             restart.append(f"{file.path}:{file.content}")

@@ -31,15 +31,9 @@ PRODUCT_SYSCTL = Path(__file__).resolve().parents[1] / "templates" / "etc" / "sy
 
 
 def product_net_sysctls() -> dict[str, str]:
-    settings: dict[str, str] = {}
-    for raw in PRODUCT_SYSCTL.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", "{#")) or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        if key.strip().startswith("net."):
-            settings[key.strip()] = value.strip()
-    return settings
+    from components.render import parse_settings  # the product's own `name = value` reader
+
+    return {k: v for k, v in parse_settings(PRODUCT_SYSCTL.read_text()).items() if k.startswith("net.")}
 
 
 def ns_exists(ns: str) -> bool:
