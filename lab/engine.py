@@ -173,6 +173,29 @@ class LabStack:
         tmp.replace(self.config_file)
         return self.config_file
 
+    def encrypt(self, key: str, value: str) -> dict[str, str]:
+        """`{"secure": ciphertext}` of `value` for config key `key` (bare name), encrypted by the engine with this
+        stack's passphrase: an override that keeps a secret a secret. `pulumi config set --secret` reads the value on
+        stdin (never argv); the ciphertext is taken from the copy of the stack file, which ensure() rewrites anyway."""
+        self.ensure()
+        proc = subprocess.run(
+            [str(Engine.locate().pulumi), "config", "set", "--secret", key, *self._stack_args()],
+            input=value,
+            cwd=REPO,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise EngineError(f"pulumi config set --secret {key} failed: {proc.stderr.strip()[-2000:]}")
+        document = yaml.safe_load(self.config_file.read_text()) or {}
+        secure = (document.get("config") or {}).get(f"{PROJECT}:{key}")
+        if not (isinstance(secure, dict) and isinstance(secure.get("secure"), str)):
+            raise EngineError(f"no encrypted {key} in {self.config_file} after `pulumi config set --secret`")
+        return {"secure": secure["secure"]}
+
     def _salt(self) -> str | None:
         if not self.config_file.exists():
             return None

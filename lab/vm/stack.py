@@ -8,15 +8,12 @@ stack's passphrase provider) and the mirror's public signing key to the engine's
 from __future__ import annotations
 
 import os
-import subprocess
 from typing import Any
-
-import yaml
 
 from components.config import ClusterConfig, parse_config
 from components.stack import plain_values, stack_file_values
 
-from ..engine import REPO, Engine, EngineError, LabStack
+from ..engine import LabStack
 from ..util import run
 from . import settings as s
 
@@ -57,25 +54,5 @@ def overrides(stack: LabStack) -> dict[str, Any]:
     """Everything the engine's copy of the stack file needs: public values plus the encrypted private key."""
     public = public_overrides()
     stack.ensure(s.STACK, public)
-    # `pulumi config set --secret` reads the key on stdin (never argv); the ciphertext it writes into the copy is
-    # kept as an override, since the copy is rewritten from the repo file before each command.
-    proc = subprocess.run(
-        [
-            str(Engine.locate().pulumi), "config", "set", "--secret", "sshPrivateKey",
-            "--stack", s.STACK, "--config-file", str(stack.config_file), "--non-interactive",
-        ],
-        input=s.SSH_KEY.read_text(),
-        cwd=REPO,
-        env=stack.env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        raise EngineError(f"pulumi config set --secret sshPrivateKey failed: {proc.stderr.strip()[-2000:]}")
-    document = yaml.safe_load(stack.config_file.read_text()) or {}
-    secure = (document.get("config") or {}).get("pgpool-ha:sshPrivateKey")
-    if not (isinstance(secure, dict) and "secure" in secure):
-        raise EngineError(f"no encrypted sshPrivateKey in {stack.config_file} after `pulumi config set --secret`")
-    return {**public, "sshPrivateKey": {"secure": secure["secure"]}}
+    # Kept as an override: the copy of the stack file is rewritten from the repo file before each command.
+    return {**public, "sshPrivateKey": stack.encrypt("sshPrivateKey", s.SSH_KEY.read_text())}
