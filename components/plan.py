@@ -27,6 +27,7 @@ from pathlib import PurePosixPath
 
 from .config import ClusterConfig, Node
 from .render import (
+    HOLD_CONF,
     ServerFile,
     parse_settings,
     postgresql_restart_only,
@@ -226,6 +227,11 @@ for spec in {lines}; do
   install -d -m "$m" -o "${{o%%:*}}" -g "${{o#*:}}" "$d"
   changed="$changed $d"
 done
+# pgpool.conf includes the hold file (empty at rest, see passwords-hold): it must exist before pgpool starts.
+if [ ! -f {HOLD_CONF} ]; then
+  install -m 0640 -o root -g postgres /dev/null {HOLD_CONF}
+  changed="$changed {HOLD_CONF}"
+fi
 if [ -n "$changed" ]; then echo "changed: directories$changed"; else echo "unchanged: directories"; fi
 """
 
@@ -256,13 +262,13 @@ echo "changed: $dst"
 
 
 def _pg_common(config: ClusterConfig) -> str:
-    pg = config.postgresql.version
+    pg = config.postgresql
     return rf"""
 # shellcheck disable=SC2034  # not every step uses every setting
 {{
-PG={pg}
-UNIT=postgresql@{pg}-main
-MEMBER=/var/lib/postgresql/{pg}/pgha-member
+PG={pg.version}
+UNIT=postgresql@{pg.version}-main
+MEMBER=/var/lib/postgresql/{pg.version}/pgha-member
 PGDATA={config.pg_data_directory}
 }}
 # Provisioning's own writes (roles, extension, slots) commit locally: with synchronous replication on, a fresh
@@ -272,6 +278,19 @@ psql_local() {{
     -v ON_ERROR_STOP=1 "$@"
 }}
 running() {{ pg_ctlcluster "$PG" main status >/dev/null 2>&1; }}
+# The cluster's roles whose password in ~postgres/.pgpass the PostgreSQL at host $1 refuses (empty: none). Logging in
+# tells whether the passwords are the stack's without revealing them.
+refused_logins() {{
+  local host=$1 refused=""
+  for u in {pg.check_user} {pg.recovery_user}; do
+    runuser -u postgres -- psql -XAtqw "host=$host port={pg.port} user=$u dbname=postgres connect_timeout=5" \
+      -c 'SELECT 1' >/dev/null 2>&1 || refused="$refused $u"
+  done
+  runuser -u postgres -- psql -XAtqw \
+    "host=$host port={pg.port} user={pg.replication_user} dbname=replication replication=true connect_timeout=5" \
+    -c 'IDENTIFY_SYSTEM' >/dev/null 2>&1 || refused="$refused {pg.replication_user}"
+  echo "$refused"
+}}
 """
 
 
@@ -348,7 +367,6 @@ def _bootstrap_sql(config: ClusterConfig) -> Callable[[ClusterSecrets], str]:
 
 
 def _bootstrap_script(config: ClusterConfig, node: Node) -> str:
-    pg = config.postgresql
     slots = " ".join(slot_name(n.name) for n in config.nodes if n != node)
     return (
         _pg_common(config)
@@ -365,16 +383,9 @@ if [ ! -f "$MEMBER" ] && [ "$(psql_local -c "$user_dbs")" != 0 ]; then
   exit 1
 fi
 did=""
-# Passwords right? Logging in with ~postgres/.pgpass (already in place) tells without revealing them.
-ok=yes
-for u in {pg.check_user} {pg.recovery_user}; do
-  runuser -u postgres -- psql -XAtqw -h 127.0.0.1 -p {pg.port} -U "$u" -d postgres -c 'SELECT 1' \
-    >/dev/null 2>&1 || ok=no
-done
-runuser -u postgres -- psql -XAtqw \
-  "host=127.0.0.1 port={pg.port} user={pg.replication_user} dbname=replication replication=true" \
-  -c 'IDENTIFY_SYSTEM' >/dev/null 2>&1 || ok=no
-if [ $ok = no ]; then
+# The roles and their first passwords. On a member a password change is the passwords-* steps' job, which pause
+# pgpool's health checks first and run on whichever node is primary now.
+if [ ! -f "$MEMBER" ] && [ -n "$(refused_logins 127.0.0.1)" ]; then
   printf '%s\n' "$sql" | psql_local -d postgres >/dev/null
   did="$did roles"
 fi
@@ -543,24 +554,101 @@ rm -f /var/lib/pgha/fence.applied
 if [ -n "$did" ]; then echo "changed: pgha-fence$did"; else echo "unchanged: pgha-fence already stopped"; fi
 """
 
-_PGPOOL_SECRETS = r"""
+_PASSWORDS_HOLD = rf"""
+read -r _ reload_fp   # fingerprint of the reloadable secret files (stdin: derived from secrets)
+state=/var/lib/pgha/pgpool-secrets.applied
+read -r _ applied_reload 2>/dev/null <"$state" || applied_reload=""
+if [ -z "$applied_reload" ] || [ "$applied_reload" = "$reload_fp" ]; then
+  echo "unchanged: no password of pgpool's changes here"
+  exit 0
+fi
+# PostgreSQL keeps one password per role: between the primary's ALTER ROLE and every pgpool's reload, a health check
+# would log in with the other password, fail, and fail the node over. Health checks pause on every node first
+# (passwords-roles runs after all of them), and pgpool-secrets resumes them once the new passwords work everywhere.
+hold=$(mktemp {HOLD_CONF}.XXXXXX)
+printf '%s\n' "# Written by pgha passwords-hold: a password change is under way; pgpool-secrets empties this file." \
+  "health_check_period = 0" >"$hold"
+chmod 0640 "$hold"
+chown root:postgres "$hold"
+mv -f "$hold" {HOLD_CONF}
+if systemctl is-active --quiet pgpool2; then
+  systemctl reload pgpool2
+  sleep 1   # the health check processes take the new period at their next loop (a signal ends their sleep)
+fi
+echo "changed: pgpool health checks paused for the password change (pgpool-secrets resumes them)"
+"""
+
+
+def _passwords_roles_script(config: ClusterConfig) -> str:
+    return (
+        _pg_common(config)
+        + r"""
+sql=$(cat)   # roles and passwords (stdin: never in argv or environment)
+if ! running; then echo "unchanged: PostgreSQL is down here; the primary sets the passwords"; exit 0; fi
+if [ ! -f "$MEMBER" ]; then
+  echo "unchanged: not a cluster member yet (primary-bootstrap sets the first passwords)"
+  exit 0
+fi
+if [ "$(psql_local -c 'SELECT pg_is_in_recovery()')" != f ]; then
+  echo "unchanged: a standby (the primary sets the passwords; they replicate here)"
+  exit 0
+fi
+refused=$(refused_logins 127.0.0.1)
+if [ -z "$refused" ]; then echo "unchanged: the roles' passwords are the stack's"; exit 0; fi
+printf '%s\n' "$sql" | psql_local -d postgres >/dev/null
+still=$(refused_logins 127.0.0.1)
+if [ -n "$still" ]; then echo "failed: still refused after setting the passwords:$still" >&2; exit 1; fi
+echo "changed: new passwords set on this primary for:$refused"
+"""
+    )
+
+
+def _pgpool_secrets_script(config: ClusterConfig) -> str:
+    addresses = " ".join(str(n.address) for n in config.nodes)
+    return (
+        _pg_common(config)
+        + rf"""
 read -r restart_fp reload_fp   # fingerprints of the secret files (stdin: derived from secrets)
 state=/var/lib/pgha/pgpool-secrets.applied
-read -r applied_restart applied_reload 2>/dev/null <"$state" || { applied_restart=""; applied_reload=""; }
+read -r applied_restart applied_reload 2>/dev/null <"$state" || {{ applied_restart=""; applied_reload=""; }}
+held=no
+[ -s {HOLD_CONF} ] && held=yes
+if [ "$held" = yes ]; then
+  # Every running PostgreSQL (standbys replay the primary's ALTER ROLE) must take the new passwords before pgpool
+  # uses them for health checks again. Bounded; on failure the checks stay paused and this step fails loudly.
+  waiting=""
+  for _ in $(seq 1 60); do
+    waiting=""
+    for addr in {addresses}; do
+      pg_isready -q -h "$addr" -p {config.postgresql.port} -t 3 || continue
+      [ -z "$(refused_logins "$addr")" ] || waiting="$waiting $addr"
+    done
+    [ -z "$waiting" ] && break
+    sleep 1
+  done
+  if [ -n "$waiting" ]; then
+    echo "failed: PostgreSQL at$waiting still refuses the new passwords after 60 s; pgpool health checks stay" \
+      "paused ({HOLD_CONF}) until an up succeeds" >&2
+    exit 1
+  fi
+  : >{HOLD_CONF}
+fi
 did=""
 if [ -z "$applied_restart" ]; then
   did=""   # first run: pgpool-service just started pgpool with these files
 elif ! systemctl is-active --quiet pgpool2; then
   did=""
 elif [ "$applied_restart" != "$restart_fp" ]; then
-  systemctl restart pgpool2; did=" restarted (key or pcp.conf changed)"
-elif [ "$applied_reload" != "$reload_fp" ]; then
+  systemctl restart pgpool2; did=" restarted (pgpool key changed)"
+elif [ "$applied_reload" != "$reload_fp" ] || [ "$held" = yes ]; then
   systemctl reload pgpool2; did=" reloaded (passwords changed)"
 fi
+if [ "$held" = yes ]; then did="$did, health checks resumed"; fi
 umask 077
 echo "$restart_fp $reload_fp" >"$state"
 if [ -n "$did" ]; then echo "changed: pgpool2$did"; else echo "unchanged: pgpool2 secrets in force"; fi
 """
+    )
 
 
 def _node_files(config: ClusterConfig, node: Node) -> list[ServerFile]:
@@ -736,16 +824,40 @@ def provisioning_plan(config: ClusterConfig) -> list[Step]:
                 )
             )
             previous = [f"{node.name}/{step_name}"]
+    # Password changes, whichever node is primary now: health checks pause on every pgpool, the primary sets the new
+    # passwords, then every pgpool reloads them (once every running PostgreSQL takes them) and resumes its checks.
+    holds = [
+        Step(
+            node.name,
+            "passwords-hold",
+            _sudo_script("passwords-hold", _PASSWORDS_HOLD),
+            stdin=_secret_fingerprints(config, node),
+            secret=True,
+            after=tuple(previous),
+        )
+        for node in config.nodes
+    ]
+    roles = [
+        Step(
+            node.name,
+            "passwords-roles",
+            _sudo_script("passwords-roles", _passwords_roles_script(config)),
+            stdin=_bootstrap_sql(config),
+            secret=True,
+            after=tuple(h.ref for h in holds),
+        )
+        for node in config.nodes
+    ]
+    steps += holds + roles
     for node in config.nodes:
-        n = node.name
         steps.append(
             Step(
-                n,
+                node.name,
                 "pgpool-secrets",
-                _sudo_script("pgpool-secrets", _PGPOOL_SECRETS),
+                _sudo_script("pgpool-secrets", _pgpool_secrets_script(config)),
                 stdin=_secret_fingerprints(config, node),
                 secret=True,
-                after=(f"{n}/pgpool-service",),
+                after=(f"{node.name}/pgpool-service", *(r.ref for r in roles)),
             )
         )
     _check_order(steps)

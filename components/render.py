@@ -34,6 +34,8 @@ NOT_SERVER_FILES = ("partials", "cloud-init")
 SCRIPTS_DIR = "/etc/pgpool2/scripts"
 LOCAL_CONF = "/etc/pgpool2/pgpool_local.conf"
 SECRETS_CONF = "/etc/pgpool2/pgpool_secrets.conf"
+# Empty at rest; during a password change it pauses pgpool's health checks (components.plan, passwords-hold).
+HOLD_CONF = "/etc/pgpool2/pgpool_hold.conf"
 _META = re.compile(r"^\{#-?\s*pgha:(?P<meta>[^#]*)-?#\}")
 _PLACEHOLDER = re.compile(r"^<secret:(?P<name>[a-z_]+)>$")
 
@@ -233,6 +235,7 @@ def context(config: ClusterConfig, node: Node, secrets: ClusterSecrets) -> dict[
         "scripts_dir": SCRIPTS_DIR,
         "local_conf": LOCAL_CONF,
         "secrets_conf": SECRETS_CONF,
+        "hold_conf": HOLD_CONF,
         "pg_unit": f"postgresql@{config.postgresql.version}-main",
         "standby_conf": f"{config.pg_config_directory}/pgha-standby.conf",
         "member_marker": f"/var/lib/postgresql/{config.postgresql.version}/pgha-member",

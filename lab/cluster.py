@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from .config import SERVER_BY_NAME, SERVERS
 from .core import Lab
@@ -114,6 +115,11 @@ def _settings(stack: str) -> Settings:
     )
 
 
+def forget_settings() -> None:
+    """Read the stack's config and outputs again at the next settings() (after an `up` changed the password)."""
+    _settings.cache_clear()
+
+
 def address_of(node: str) -> str:
     return SERVER_BY_NAME[node].address
 
@@ -172,6 +178,19 @@ def try_query(sql: str, params: Sequence[Any] | None = None, **kw: Any) -> list[
         return query(sql, params, **kw)
     except psycopg.Error:
         return None
+
+
+def can_login(host: str, port: int, user: str, password: str, *, replication: bool = False) -> bool:
+    """Does the server at host:port let `user` in with `password`? (Authentication happens at connect.)"""
+    params = {"host": host, "port": str(port), "user": user, "password": password, "dbname": "postgres"}
+    if replication:
+        params["replication"] = "true"
+    try:
+        conn = psycopg.connect(make_conninfo(**params), connect_timeout=3)
+    except psycopg.Error:
+        return False
+    conn.close()
+    return True
 
 
 def pg_role(node: str, timeout: float = 2.0) -> str:

@@ -1,16 +1,29 @@
 """After the drills: what a user does with a running cluster. `up` again changes nothing; refresh finds no drift;
 a reloadable pgpool setting reloads, a restart-only one restarts the pgpools one after another while writes go on;
 a restart-only PostgreSQL setting restarts the standbys one at a time and switches the primary over, losing nothing;
+new passwords in the stack config rotate everywhere, on whichever node is primary now, without failing a write;
 `destroy` leaves no pgpool and no VIP, and a second `destroy` has nothing to do."""
 
 from __future__ import annotations
 
 import itertools
+import secrets
 import time
 from typing import Any
 
 from lab.audit import leaks_in, stack_secrets
-from lab.cluster import PGPOOL_UNIT, Cluster, Writer, missing_rows, primary_node
+from lab.cluster import (
+    PGPOOL_UNIT,
+    Cluster,
+    Writer,
+    address_of,
+    can_login,
+    forget_settings,
+    missing_rows,
+    pool_nodes,
+    primary_node,
+)
+from lab.cluster import settings as lab_settings
 from lab.core import Lab
 from lab.engine import LabStack
 from tests.lifecycle.conftest import ENGINE_OUTPUT
@@ -137,6 +150,101 @@ def test_a_restart_only_postgresql_setting_restarts_the_standbys_then_switches_o
     cluster.wait_healthy(120, warmup=False)
     # The same config again: nothing to do (the steps' commands did not change; the servers agree).
     again = stack.preview(overrides=RESTART_ONLY_PG, expect_no_changes=True)
+    ENGINE_OUTPUT.append(again.output)
+
+
+# The four passwords, set in the stack config (they were generated): each one's steps on every node, plus the first
+# primary's bootstrap (its stdin holds the SQL; on a member it sets nothing).
+PASSWORD_KEYS = {
+    "postgresPassword": "postgres",
+    "replicationPassword": "replication",
+    "pgpoolPassword": "pgpool",
+    "pcpPassword": "pcp",
+}
+ROTATION_STEPS = {f"{n}-{step}" for n in NODES for step in (
+    "file-etc-pgpool2-pool_passwd", "file-etc-pgpool2-pgpool_secretsconf", "file-etc-pgpool2-pcpconf",
+    "file-var-lib-postgresql-pgpass", "file-var-lib-postgresql-pcppass",
+    "passwords-hold", "passwords-roles", "pgpool-secrets",
+)} | {"server1-primary-bootstrap"}  # fmt: skip
+
+
+def _generated_passwords(stack: LabStack) -> dict[str, str]:
+    """The passwords pulumi-random generated for the stack (config key -> value), from the engine's state."""
+    found: dict[str, str] = {}
+    for resource in stack.export(show_secrets=True)["deployment"]["resources"]:
+        if resource["type"] != "random:index/randomPassword:RandomPassword":
+            continue
+        for key, suffix in PASSWORD_KEYS.items():
+            if resource["urn"].endswith(f"-{suffix}"):
+                value = resource["outputs"]["result"]
+                found[key] = value["plaintext"].strip('"') if isinstance(value, dict) else value
+    assert found.keys() == PASSWORD_KEYS.keys(), found.keys()
+    return found
+
+
+def _logins(password: dict[str, str]) -> dict[str, bool]:
+    """Which roles log in with these passwords: on every node directly, and the superuser through the VIP (PCP is
+    checked on the servers)."""
+    cfg = lab_settings()
+    out = {}
+    for n in NODES:
+        host = address_of(n)
+        out[f"{n}:postgres"] = can_login(host, cfg.pg_port, "postgres", password["postgresPassword"])
+        out[f"{n}:pgpool"] = can_login(host, cfg.pg_port, "pgpool", password["pgpoolPassword"])
+        out[f"{n}:repl"] = can_login(host, cfg.pg_port, "repl", password["replicationPassword"], replication=True)
+    out["vip:postgres"] = can_login(cfg.vip, cfg.pgpool_port, "postgres", password["postgresPassword"])
+    return out
+
+
+def test_new_passwords_rotate_everywhere_on_the_current_primary_without_a_failed_write(
+    stack: LabStack, cluster: Cluster, lab: Lab, report: dict[str, Any]
+) -> None:
+    """All four passwords change in one `up` (after the switchover above, the primary is not the first one): the
+    roles change on the primary, pool_passwd, pgpool's settings, .pgpass and PCP on every node; pgpool's health
+    checks pause meanwhile so nothing fails over; an open client session keeps writing throughout."""
+    cluster.restore(warmup=False)
+    old = _generated_passwords(stack)
+    new = {key: "Rotated" + secrets.token_hex(12) for key in PASSWORD_KEYS}
+    overrides = {**RESTART_ONLY_PG, **{key: stack.encrypt(key, value) for key, value in new.items()}}
+    planned = stack.plan(overrides=overrides)
+    assert planned == dict.fromkeys(ROTATION_STEPS, "update"), planned
+    primary = primary_node()
+    before = {p.name: (p.status, p.last_status_change) for p in pool_nodes()}
+    assert all(status == "up" for status, _ in before.values()), before
+    with Writer(seconds=600, interval=0.02) as writer:
+        time.sleep(2)
+        run = stack.up(overrides=overrides)
+        ENGINE_OUTPUT.append(run.output)
+        time.sleep(3)
+    result = writer.result
+    forget_settings()  # the lab's clients read the password from the stack's outputs: the new one now
+    report.update(
+        {
+            "up_s": round(run.seconds, 1),
+            "up": run.changes,
+            **result.summary(),
+            "longest_write_gap_s": round(_longest_gap_between_successes(result.attempts), 2),
+            "primary": primary,
+        }
+    )
+    lost = missing_rows(result)
+    report["lost_acknowledged_writes"] = len(lost)
+    assert not lost, f"acknowledged rows lost: {lost[:10]}"
+    assert not result.failures, f"{len(result.failures)} writes failed, first: {result.failures[0].error}"
+    # Nothing failed over or back: same primary, every backend up since before the change.
+    after = {p.name: (p.status, p.last_status_change) for p in pool_nodes()}
+    assert after == before, f"pgpool's backend states changed: {before} -> {after}"
+    assert primary_node() == primary
+    assert "new passwords set on this primary" in run.output
+    assert all(_logins(new).values()), _logins(new)
+    assert not any(_logins(old).values()), _logins(old)
+    for n in NODES:
+        rc, out = cluster.pcp(n, "pcp_node_count")  # ~postgres/.pcppass against pcp.conf: both new
+        assert rc == 0 and out.strip() == "3", (n, rc, out)
+        hold = lab.exec(n, ["stat", "-c", "%s", "/etc/pgpool2/pgpool_hold.conf"]).stdout.strip()
+        assert hold == "0", f"health checks still paused on {n}"
+    cluster.wait_healthy(120, warmup=False)
+    again = stack.preview(overrides=overrides, expect_no_changes=True)
     ENGINE_OUTPUT.append(again.output)
 
 

@@ -226,3 +226,82 @@ def test_provisioning_writes_never_wait_for_a_synchronous_standby() -> None:
     definition = script[script.index("psql_local() {") : script.index("}", script.index("psql_local() {"))]
     assert "PGOPTIONS='-c synchronous_commit=local'" in definition
     assert "printf '%s\\n' \"$sql\" | psql_local" in script
+
+
+def _steps_a_secret_change_touches(config, **changed: str) -> dict[str, list[str]]:
+    """Per password change: the steps whose command or stdin differ (Pulumi runs exactly those)."""
+    from dataclasses import replace
+
+    rotated = replace(FAKE, **changed)
+    before = {s.ref: (s.create, s.stdin(FAKE) if s.stdin else None) for s in provisioning_plan(config)}
+    after = {s.ref: (s.create, s.stdin(rotated) if s.stdin else None) for s in provisioning_plan(config)}
+    assert before.keys() == after.keys()
+    touched: dict[str, list[str]] = {}
+    for ref in before:
+        if before[ref] != after[ref]:
+            node, name = ref.split("/", 1)
+            touched.setdefault(name, []).append(node)
+    return touched
+
+
+def test_a_password_change_pauses_health_checks_sets_roles_on_the_primary_then_reloads_pgpool() -> None:
+    config = stack("lab")
+    nodes = [n.name for n in config.nodes]
+    everywhere = {
+        "file-etc-pgpool2-pool_passwd",
+        "file-etc-pgpool2-pgpool_secretsconf",
+        "file-var-lib-postgresql-pgpass",
+        "passwords-hold",
+        "passwords-roles",
+        "pgpool-secrets",
+    }
+    for key in ("pgpool_password", "postgres_password", "replication_password"):
+        touched = _steps_a_secret_change_touches(config, **{key: "Rotated-" + key})
+        # The bootstrap's stdin holds the SQL too, but it only sets passwords on a node that is no member yet.
+        assert touched.pop("primary-bootstrap") == [config.primary_node.name], key
+        if key == "replication_password":
+            # No pgpool setting holds repl's password, its pool_passwd entry does.
+            assert set(touched) == everywhere - {"file-etc-pgpool2-pgpool_secretsconf"}, touched
+        else:
+            assert set(touched) == everywhere, (key, touched)
+        assert all(sorted(v) == sorted(nodes) for v in touched.values()), touched
+    # PCP: pgpool reads pcp.conf at every PCP login; no hold, no reload, no restart.
+    touched = _steps_a_secret_change_touches(config, pcp_password="Rotated-pcp")
+    assert set(touched) == {"file-etc-pgpool2-pcpconf", "file-var-lib-postgresql-pcppass"}, touched
+
+    steps = provisioning_plan(config)
+    pos = index(steps)
+    holds = [f"{n}/passwords-hold" for n in nodes]
+    roles = [f"{n}/passwords-roles" for n in nodes]
+    last_switchover = max(pos[f"{n}/postgresql-switchover"] for n in nodes)
+    for n in nodes:
+        hold, role, secrets = (next(s for s in steps if s.ref == f"{n}/{name}") for name in
+                               ("passwords-hold", "passwords-roles", "pgpool-secrets"))  # fmt: skip
+        assert hold.secret and role.secret and secrets.secret
+        assert pos[hold.ref] > last_switchover  # after the primary may have changed
+        assert set(holds) <= set(role.after)  # every pgpool paused before any ALTER ROLE
+        assert set(roles) <= set(secrets.after)  # no pgpool takes the new passwords before the primary has them
+        assert role.stdin is not None and "ALTER ROLE" in role.stdin(FAKE)
+        hold_script, role_script = shlex.split(hold.create)[4], shlex.split(role.create)[4]
+        assert "health_check_period = 0" in hold_script and "/etc/pgpool2/pgpool_hold.conf" in hold_script
+        assert role_script.index("pg_is_in_recovery()") < role_script.index("printf '%s\\n' \"$sql\" | psql_local")
+        secrets_script = shlex.split(secrets.create)[4]
+        assert secrets_script.index("refused_logins") < secrets_script.index(": >/etc/pgpool2/pgpool_hold.conf")
+
+
+def test_the_bootstrap_sets_passwords_only_on_a_node_that_is_no_member_yet() -> None:
+    config = stack("lab")
+    bootstrap = next(s for s in provisioning_plan(config) if s.name == "primary-bootstrap")
+    script = shlex.split(bootstrap.create)[4]
+    guard = script.index('if [ ! -f "$MEMBER" ] && [ -n "$(refused_logins 127.0.0.1)" ]; then')
+    assert guard < script.index("printf '%s\\n' \"$sql\" | psql_local") < script.index("fi", guard)
+
+
+def test_pgpool_includes_the_hold_file_last_and_the_directories_step_creates_it() -> None:
+    config = stack("lab")
+    node = config.nodes[0]
+    conf = next(f.content for f in render_node_files(config, node, FAKE) if f.path == "/etc/pgpool2/pgpool.conf")
+    includes = [line for line in conf.splitlines() if line.startswith("include")]
+    assert includes[-1] == "include = '/etc/pgpool2/pgpool_hold.conf'", includes
+    dirs = next(s for s in provisioning_plan(config) if s.ref == f"{node.name}/directories")
+    assert "install -m 0640 -o root -g postgres /dev/null /etc/pgpool2/pgpool_hold.conf" in dirs.create
