@@ -60,6 +60,9 @@ def _sudo_script(name: str, script: str, *args: str) -> str:
     return " ".join(["sudo -n /bin/bash -c", shlex.quote(body), shlex.quote(f"pgha-{name}"), *map(shlex.quote, args)])
 
 
+PASSWORDS = "/usr/local/lib/pgha/pgha-passwords"  # templates/usr/local/lib/pgha/pgha-passwords.j2
+
+
 # --- generic file writers ---------------------------------------------------------------------------------------
 _PUT_FILE = r"""
 dst=$1 mode=$2 owner=$3 validate=$4
@@ -266,6 +269,7 @@ def _pg_common(config: ClusterConfig) -> str:
     return rf"""
 # shellcheck disable=SC2034  # not every step uses every setting
 {{
+PASSWORDS={PASSWORDS}
 PG={pg.version}
 UNIT=postgresql@{pg.version}-main
 MEMBER=/var/lib/postgresql/{pg.version}/pgha-member
@@ -278,19 +282,6 @@ psql_local() {{
     -v ON_ERROR_STOP=1 "$@"
 }}
 running() {{ pg_ctlcluster "$PG" main status >/dev/null 2>&1; }}
-# The cluster's roles whose password in ~postgres/.pgpass the PostgreSQL at host $1 refuses (empty: none). Logging in
-# tells whether the passwords are the stack's without revealing them.
-refused_logins() {{
-  local host=$1 refused=""
-  for u in {pg.check_user} {pg.recovery_user}; do
-    runuser -u postgres -- psql -XAtqw "host=$host port={pg.port} user=$u dbname=postgres connect_timeout=5" \
-      -c 'SELECT 1' >/dev/null 2>&1 || refused="$refused $u"
-  done
-  runuser -u postgres -- psql -XAtqw \
-    "host=$host port={pg.port} user={pg.replication_user} dbname=replication replication=true connect_timeout=5" \
-    -c 'IDENTIFY_SYSTEM' >/dev/null 2>&1 || refused="$refused {pg.replication_user}"
-  echo "$refused"
-}}
 """
 
 
@@ -385,7 +376,7 @@ fi
 did=""
 # The roles and their first passwords. On a member a password change is the passwords-* steps' job, which pause
 # pgpool's health checks first and run on whichever node is primary now.
-if [ ! -f "$MEMBER" ] && [ -n "$(refused_logins 127.0.0.1)" ]; then
+if [ ! -f "$MEMBER" ] && [ -n "$("$PASSWORDS" refused 127.0.0.1)" ]; then
   printf '%s\n' "$sql" | psql_local -d postgres >/dev/null
   did="$did roles"
 fi
@@ -571,6 +562,11 @@ printf '%s\n' "# Written by pgha passwords-hold: a password change is under way;
 chmod 0640 "$hold"
 chown root:postgres "$hold"
 mv -f "$hold" {HOLD_CONF}
+# Bounded: should this `up` stop before pgpool-secrets, a timer resumes the checks in 10 min, if by then every running
+# PostgreSQL takes the passwords pgpool has (otherwise they stay paused and the timer's unit fails, in the journal).
+systemctl stop pgha-hold-expiry.timer >/dev/null 2>&1 || true
+systemctl reset-failed pgha-hold-expiry.service >/dev/null 2>&1 || true
+systemd-run --quiet --unit=pgha-hold-expiry --on-active=600 {PASSWORDS} release 0
 if systemctl is-active --quiet pgpool2; then
   systemctl reload pgpool2
   sleep 1   # the health check processes take the new period at their next loop (a signal ends their sleep)
@@ -593,10 +589,10 @@ if [ "$(psql_local -c 'SELECT pg_is_in_recovery()')" != f ]; then
   echo "unchanged: a standby (the primary sets the passwords; they replicate here)"
   exit 0
 fi
-refused=$(refused_logins 127.0.0.1)
+refused=$("$PASSWORDS" refused 127.0.0.1)
 if [ -z "$refused" ]; then echo "unchanged: the roles' passwords are the stack's"; exit 0; fi
 printf '%s\n' "$sql" | psql_local -d postgres >/dev/null
-still=$(refused_logins 127.0.0.1)
+still=$("$PASSWORDS" refused 127.0.0.1)
 if [ -n "$still" ]; then echo "failed: still refused after setting the passwords:$still" >&2; exit 1; fi
 echo "changed: new passwords set on this primary for:$refused"
 """
@@ -604,46 +600,30 @@ echo "changed: new passwords set on this primary for:$refused"
 
 
 def _pgpool_secrets_script(config: ClusterConfig) -> str:
-    addresses = " ".join(str(n.address) for n in config.nodes)
     return (
         _pg_common(config)
         + rf"""
 read -r restart_fp reload_fp   # fingerprints of the secret files (stdin: derived from secrets)
 state=/var/lib/pgha/pgpool-secrets.applied
 read -r applied_restart applied_reload 2>/dev/null <"$state" || {{ applied_restart=""; applied_reload=""; }}
-held=no
-[ -s {HOLD_CONF} ] && held=yes
-if [ "$held" = yes ]; then
-  # Every running PostgreSQL (standbys replay the primary's ALTER ROLE) must take the new passwords before pgpool
-  # uses them for health checks again. Bounded; on failure the checks stay paused and this step fails loudly.
-  waiting=""
-  for _ in $(seq 1 60); do
-    waiting=""
-    for addr in {addresses}; do
-      pg_isready -q -h "$addr" -p {config.postgresql.port} -t 3 || continue
-      [ -z "$(refused_logins "$addr")" ] || waiting="$waiting $addr"
-    done
-    [ -z "$waiting" ] && break
-    sleep 1
-  done
-  if [ -n "$waiting" ]; then
-    echo "failed: PostgreSQL at$waiting still refuses the new passwords after 60 s; pgpool health checks stay" \
-      "paused ({HOLD_CONF}) until an up succeeds" >&2
-    exit 1
-  fi
-  : >{HOLD_CONF}
-fi
 did=""
+released=no
+if [ -s {HOLD_CONF} ]; then
+  # A password change: every running PostgreSQL must take the new passwords before pgpool's health checks use them
+  # again (standbys replay the primary's ALTER ROLE). Bounded; on failure the checks stay paused and this step fails.
+  "$PASSWORDS" release 60
+  released=yes
+  did=" reloaded (passwords changed), health checks resumed"
+fi
 if [ -z "$applied_restart" ]; then
-  did=""   # first run: pgpool-service just started pgpool with these files
+  :   # first run: pgpool-service just started pgpool with these files
 elif ! systemctl is-active --quiet pgpool2; then
-  did=""
+  :
 elif [ "$applied_restart" != "$restart_fp" ]; then
   systemctl restart pgpool2; did=" restarted (pgpool key changed)"
-elif [ "$applied_reload" != "$reload_fp" ] || [ "$held" = yes ]; then
+elif [ "$applied_reload" != "$reload_fp" ] && [ "$released" = no ]; then
   systemctl reload pgpool2; did=" reloaded (passwords changed)"
 fi
-if [ "$held" = yes ]; then did="$did, health checks resumed"; fi
 umask 077
 echo "$restart_fp $reload_fp" >"$state"
 if [ -n "$did" ]; then echo "changed: pgpool2$did"; else echo "unchanged: pgpool2 secrets in force"; fi

@@ -245,6 +245,9 @@ def test_new_passwords_rotate_everywhere_on_the_current_primary_without_a_failed
         assert rc == 0 and out.strip() == "3", (n, rc, out)
         hold = lab.exec(n, ["stat", "-c", "%s", "/etc/pgpool2/pgpool_hold.conf"]).stdout.strip()
         assert hold == "0", f"health checks still paused on {n}"
+        # The hold's safety timer went with it (pgha-passwords release stops it).
+        timer = lab.exec(n, ["systemctl", "is-active", "pgha-hold-expiry.timer"]).stdout.strip()
+        assert timer != "active", f"pgha-hold-expiry.timer still armed on {n}"
     cluster.wait_healthy(120, warmup=False)
     again = stack.preview(overrides=overrides, expect_no_changes=True)
     ENGINE_OUTPUT.append(again.output)
@@ -259,7 +262,8 @@ def _health_check_count(node: str) -> int:
 
 def _health_checks_paused_by_the_hold(lab: Lab, node: str) -> dict[str, int]:
     """What the rotation relies on: the hold file (health_check_period = 0, included last) pauses pgpool 4.3's
-    health checks at a reload, and emptying it resumes them. Counted over 6 s each way on one node."""
+    health checks at a reload, and `pgha-passwords release` (what pgpool-secrets and the safety timer run) resumes
+    them when the passwords agree. Counted over 6 s each way on one node."""
     hold = "/etc/pgpool2/pgpool_hold.conf"
     lab.exec(node, f"echo 'health_check_period = 0' >{hold} && systemctl reload pgpool2", check=True)
     try:
@@ -268,7 +272,9 @@ def _health_checks_paused_by_the_hold(lab: Lab, node: str) -> dict[str, int]:
         time.sleep(6)
         held = _health_check_count(node) - first
     finally:
-        lab.exec(node, f": >{hold} && systemctl reload pgpool2", check=True)
+        release = lab.exec(node, ["/usr/local/lib/pgha/pgha-passwords", "release", "10"])
+    assert release.returncode == 0 and "health checks resumed" in release.stdout, release
+    assert lab.exec(node, ["stat", "-c", "%s", hold]).stdout.strip() == "0"
     time.sleep(2)
     first = _health_check_count(node)
     time.sleep(6)

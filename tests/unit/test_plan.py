@@ -286,14 +286,16 @@ def test_a_password_change_pauses_health_checks_sets_roles_on_the_primary_then_r
         assert "health_check_period = 0" in hold_script and "/etc/pgpool2/pgpool_hold.conf" in hold_script
         assert role_script.index("pg_is_in_recovery()") < role_script.index("printf '%s\\n' \"$sql\" | psql_local")
         secrets_script = shlex.split(secrets.create)[4]
-        assert secrets_script.index("refused_logins") < secrets_script.index(": >/etc/pgpool2/pgpool_hold.conf")
+        assert '"$PASSWORDS" release 60' in secrets_script  # waits until every PostgreSQL takes them, then resumes
+        # Bounded even if the up stops half-way: a timer resumes the checks (if the passwords agree by then).
+        assert "systemd-run --quiet --unit=pgha-hold-expiry --on-active=600" in hold_script
 
 
 def test_the_bootstrap_sets_passwords_only_on_a_node_that_is_no_member_yet() -> None:
     config = stack("lab")
     bootstrap = next(s for s in provisioning_plan(config) if s.name == "primary-bootstrap")
     script = shlex.split(bootstrap.create)[4]
-    guard = script.index('if [ ! -f "$MEMBER" ] && [ -n "$(refused_logins 127.0.0.1)" ]; then')
+    guard = script.index('if [ ! -f "$MEMBER" ] && [ -n "$("$PASSWORDS" refused 127.0.0.1)" ]; then')
     assert guard < script.index("printf '%s\\n' \"$sql\" | psql_local") < script.index("fi", guard)
 
 
