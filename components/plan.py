@@ -32,6 +32,8 @@ from .render import (
     parse_settings,
     postgresql_restart_only,
     render_node_files,
+    scram_salt,
+    scram_sha256_verifier,
     service_fingerprints,
     slot_name,
 )
@@ -332,10 +334,12 @@ else echo "unchanged: PostgreSQL $PG configuration in force"; fi
 def _bootstrap_sql(config: ClusterConfig) -> Callable[[ClusterSecrets], str]:
     pg = config.postgresql
 
-    def literal(value: str) -> str:
-        return "'" + value.replace("'", "''") + "'"
+    def verifier(role: str, password: str, key: str) -> str:
+        # SCRAM verifiers, not the passwords: the plain text never reaches the server (see scram_sha256_verifier).
+        return scram_sha256_verifier(password, scram_salt(key, role))
 
     def sql(secrets: ClusterSecrets) -> str:
+        key = secrets.pgpool_key
         return "\n".join(
             [
                 "SET log_statement = 'none';",
@@ -346,9 +350,11 @@ def _bootstrap_sql(config: ClusterConfig) -> Callable[[ClusterSecrets], str]:
                 f"SELECT 'CREATE ROLE \"{pg.recovery_user}\"' WHERE NOT EXISTS "
                 f"(SELECT 1 FROM pg_roles WHERE rolname = '{pg.recovery_user}') \\gexec",
                 f'ALTER ROLE "{pg.replication_user}" WITH LOGIN REPLICATION PASSWORD '
-                f"{literal(secrets.replication_password)};",
-                f'ALTER ROLE "{pg.check_user}" WITH LOGIN PASSWORD {literal(secrets.pgpool_password)};',
-                f'ALTER ROLE "{pg.recovery_user}" WITH LOGIN SUPERUSER PASSWORD {literal(secrets.postgres_password)};',
+                f"'{verifier(pg.replication_user, secrets.replication_password, key)}';",
+                f'ALTER ROLE "{pg.check_user}" WITH LOGIN PASSWORD '
+                f"'{verifier(pg.check_user, secrets.pgpool_password, key)}';",
+                f'ALTER ROLE "{pg.recovery_user}" WITH LOGIN SUPERUSER PASSWORD '
+                f"'{verifier(pg.recovery_user, secrets.postgres_password, key)}';",
                 f'GRANT pg_monitor TO "{pg.check_user}";',
                 "",
             ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import hmac
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +156,23 @@ def pcp_md5(password: str) -> str:
     if _PLACEHOLDER.match(password):
         return f"<md5:{_PLACEHOLDER.match(password)['name']}>"  # type: ignore[index]
     return hashlib.md5(password.encode()).hexdigest()
+
+
+def scram_sha256_verifier(password: str, salt: bytes, iterations: int = 4096) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802/7677, PostgreSQL's rolpassword format).
+    Given to ALTER ROLE ... PASSWORD, it is stored as is: the plain password never reaches the server, so a failing
+    statement logged by PostgreSQL (log_min_error_statement) or shown in pg_stat_activity holds no password."""
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    stored_key = hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    b64 = base64.b64encode
+    return f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}${b64(stored_key).decode()}:{b64(server_key).decode()}"
+
+
+def scram_salt(key: str, role: str) -> bytes:
+    """A per-role salt derived from the cluster's secret pgpool key: the same verifier on every run (no diff in a
+    preview when nothing changed), not guessable without the key."""
+    return hmac.new(key.encode(), f"pgha scram salt for {role}".encode(), "sha256").digest()[:16]
 
 
 def _pgpass_escape(value: str) -> str:

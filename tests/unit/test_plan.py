@@ -8,7 +8,7 @@ import shlex
 import pytest
 
 from components.plan import Step, provisioning_plan
-from components.render import render_node_files
+from components.render import render_node_files, scram_salt, scram_sha256_verifier
 
 from .test_render import FAKE, debian12, secret_values, stack
 
@@ -86,7 +86,11 @@ def test_secret_steps_are_marked_and_carry_secrets_only_on_stdin(config) -> None
     boot = next(s for s in provisioning_plan(config) if s.name == "primary-bootstrap")
     assert boot.secret and boot.stdin is not None
     sql = boot.stdin(FAKE)
-    assert "PASSWORD 'FakePostgresPw-7Q2x!''quote'" in sql  # quotes doubled inside the SQL literal
+    # The server gets SCRAM verifiers, never a password (not even in a failing statement it would log).
+    assert not [v for v in secret_values() if v in sql]
+    verifier = scram_sha256_verifier(FAKE.postgres_password, scram_salt(FAKE.pgpool_key, "postgres"))
+    assert f"SUPERUSER PASSWORD '{verifier}';" in sql
+    assert boot.stdin(FAKE) == sql  # stable: no diff in a preview while nothing changed
 
 
 def test_non_secret_stdin_does_not_depend_on_secrets(config) -> None:

@@ -346,3 +346,29 @@ def test_watchdog_key_is_a_secret_setting_whose_change_restarts_pgpool() -> None
     new_password = fps(dataclasses.replace(FAKE, pgpool_password="AnotherPgpoolPw"))
     assert new_key[0] != base[0] and new_key[1] == base[1]
     assert new_password[0] == base[0] and new_password[1] != base[1]
+
+
+def test_scram_verifier_matches_rfc_7677() -> None:
+    """RFC 7677's SCRAM-SHA-256 example (user "user", password "pencil"): the server signature and the client proof
+    computed from our verifier's keys are the RFC's, so PostgreSQL accepts "pencil" against the verifier."""
+    import base64
+    import hashlib
+    import hmac
+
+    from components.render import scram_sha256_verifier
+
+    salt = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
+    verifier = scram_sha256_verifier("pencil", salt)
+    head, keys = verifier.split("$", 1)[1].split("$")
+    assert (
+        verifier.startswith("SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$") and head == "4096:W22ZaJ0SNY7soEsUEjb6gQ=="
+    )
+    stored_key, server_key = (base64.b64decode(k) for k in keys.split(":"))
+    nonce = "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"
+    auth = f"n=user,r=rOprNGfwEbeRWgbNEkqO,r={nonce},s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,c=biws,r={nonce}".encode()
+    server_signature = hmac.new(server_key, auth, "sha256").digest()
+    assert base64.b64encode(server_signature).decode() == "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+    # The client's proof from the RFC, checked the way the server checks it: H(proof XOR signature) == StoredKey.
+    proof = base64.b64decode("dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
+    client_key = bytes(a ^ b for a, b in zip(proof, hmac.new(stored_key, auth, "sha256").digest(), strict=True))
+    assert hashlib.sha256(client_key).digest() == stored_key
