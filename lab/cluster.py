@@ -180,17 +180,18 @@ def try_query(sql: str, params: Sequence[Any] | None = None, **kw: Any) -> list[
         return None
 
 
-def can_login(host: str, port: int, user: str, password: str, *, replication: bool = False) -> bool:
-    """Does the server at host:port let `user` in with `password`? (Authentication happens at connect.)"""
+def login_error(host: str, port: int, user: str, password: str, *, replication: bool = False) -> str | None:
+    """Why the server at host:port does not let `user` in with `password`; None when it does (authentication
+    happens at connect)."""
     params = {"host": host, "port": str(port), "user": user, "password": password, "dbname": "postgres"}
     if replication:
         params["replication"] = "true"
     try:
         conn = psycopg.connect(make_conninfo(**params), connect_timeout=3)
-    except psycopg.Error:
-        return False
+    except psycopg.Error as e:
+        return " ".join(str(e).split())[:300] or type(e).__name__
     conn.close()
-    return True
+    return None
 
 
 def pg_role(node: str, timeout: float = 2.0) -> str:

@@ -17,8 +17,8 @@ from lab.cluster import (
     Cluster,
     Writer,
     address_of,
-    can_login,
     forget_settings,
+    login_error,
     missing_rows,
     pool_nodes,
     primary_node,
@@ -183,17 +183,17 @@ def _generated_passwords(stack: LabStack) -> dict[str, str]:
     return found
 
 
-def _logins(password: dict[str, str]) -> dict[str, bool]:
-    """Which roles log in with these passwords: on every node directly, and the superuser through the VIP (PCP is
-    checked on the servers)."""
+def _logins(password: dict[str, str]) -> dict[str, str | None]:
+    """Which roles log in with these passwords (None: it does, else why not): on every node directly, and the
+    superuser through the VIP (PCP is checked on the servers)."""
     cfg = lab_settings()
-    out = {}
+    out: dict[str, str | None] = {}
     for n in NODES:
         host = address_of(n)
-        out[f"{n}:postgres"] = can_login(host, cfg.pg_port, "postgres", password["postgresPassword"])
-        out[f"{n}:pgpool"] = can_login(host, cfg.pg_port, "pgpool", password["pgpoolPassword"])
-        out[f"{n}:repl"] = can_login(host, cfg.pg_port, "repl", password["replicationPassword"], replication=True)
-    out["vip:postgres"] = can_login(cfg.vip, cfg.pgpool_port, "postgres", password["postgresPassword"])
+        out[f"{n}:postgres"] = login_error(host, cfg.pg_port, "postgres", password["postgresPassword"])
+        out[f"{n}:pgpool"] = login_error(host, cfg.pg_port, "pgpool", password["pgpoolPassword"])
+        out[f"{n}:repl"] = login_error(host, cfg.pg_port, "repl", password["replicationPassword"], replication=True)
+    out["vip:postgres"] = login_error(cfg.vip, cfg.pgpool_port, "postgres", password["postgresPassword"])
     return out
 
 
@@ -238,8 +238,20 @@ def test_new_passwords_rotate_everywhere_on_the_current_primary_without_a_failed
     after = {p.name: (p.status, p.last_status_change) for p in pool_nodes()}
     assert after == before, f"pgpool's backend states changed: {before} -> {after}"
     assert primary_node() == primary
-    assert all(_logins(new).values()), _logins(new)
-    assert not any(_logins(old).values()), _logins(old)
+    # The new passwords work everywhere (a CI run once saw the VIP refuse the new one right after the up, reason not
+    # recorded then: the check now waits up to 10 s and records what it saw), the old ones nowhere.
+    tries: list[dict[str, str | None]] = []
+    for _ in range(10):
+        tries.append({k: v for k, v in _logins(new).items() if v is not None})
+        if not tries[-1]:
+            break
+        time.sleep(1)
+    report["new_password_login_retries"] = len(tries) - 1
+    assert not tries[-1], f"new passwords refused: {tries}"
+    if len(tries) > 1:
+        print(f"new passwords refused at first, then accepted: {tries[:-1]}")
+    refused_old = _logins(old)
+    assert all(refused_old.values()), f"old passwords still accepted: {[k for k, v in refused_old.items() if not v]}"
     for n in NODES:
         rc, out = cluster.pcp(n, "pcp_node_count")  # ~postgres/.pcppass against pcp.conf: both new
         assert rc == 0 and out.strip() == "3", (n, rc, out)
