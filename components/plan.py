@@ -63,6 +63,7 @@ def _sudo_script(name: str, script: str, *args: str) -> str:
 
 
 PASSWORDS = "/usr/local/lib/pgha/pgha-passwords"  # templates/usr/local/lib/pgha/pgha-passwords.j2
+MEMBERS = "/usr/local/lib/pgha/pgha-members"  # templates/usr/local/lib/pgha/pgha-members.j2
 
 
 # --- generic file writers ---------------------------------------------------------------------------------------
@@ -761,9 +762,26 @@ def provisioning_plan(config: ClusterConfig) -> list[Step]:
             steps.append(step)
             file_refs[n].append(step.ref)
 
+    # Membership (templates/usr/local/lib/pgha/pgha-members): the command lists the nodes, so a change to `nodes`
+    # runs it on every node before any pgpool restarts: it refuses when the primary is not among them, and stops the
+    # pgpools of removed nodes. Its delete, on a removed node (run after every update): stop PostgreSQL, drop the slot.
+    members = " ".join(n.name for n in config.nodes)
+    member_refs = []
+    for node in config.nodes:
+        n = node.name
+        step = Step(
+            n,
+            "cluster-member",
+            _sudo_script("cluster-member", f"# members: {members}\nexec {MEMBERS} join"),
+            delete=_sudo_script("cluster-leave", f"exec {MEMBERS} leave"),
+            after=tuple([*file_refs[n], *ready, f"{n}/postgresql-config"]),
+        )
+        steps.append(step)
+        member_refs.append(step.ref)
+
     # Phase 4: pgpool on every node, once all its files are in place and PostgreSQL is ready on all nodes. One node
     # after the other (Pulumi would otherwise restart every pgpool at once and leave no VIP holder for a while).
-    previous: list[str] = []
+    previous: list[str] = [*member_refs]
     for node in config.nodes:
         n = node.name
         restart_fp, reload_fp = service_fingerprints(files_by_node[n], "pgpool2")
@@ -779,6 +797,18 @@ def provisioning_plan(config: ClusterConfig) -> list[Step]:
             )
         )
         previous = [f"{n}/pgpool-service"]
+    # New backends attached once every pgpool knows them (pgha-members attach; the command lists the nodes).
+    attach_refs = []
+    for node in config.nodes:
+        step = Step(
+            node.name,
+            "cluster-attach",
+            _sudo_script("cluster-attach", f"# members: {members}\nexec {MEMBERS} attach"),
+            after=tuple(previous),
+        )
+        steps.append(step)
+        attach_refs.append(step.ref)
+    previous = [*previous, *attach_refs]
     # Fencing of an isolated primary: once PostgreSQL runs in its role on every node.
     for node in config.nodes:
         n = node.name

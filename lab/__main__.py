@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from .config import SERVER_BY_NAME, SWITCH_NS, VIP
+from .config import SERVER_BY_NAME, SPARE_SERVERS, SWITCH_NS, VIP
 from .core import Lab
 from .util import LabError
 
@@ -20,7 +20,8 @@ def _rest(args: list[str]) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m lab",
-        description=f"Three Debian 12 servers (server1..3) as nspawn containers; clients run in netns {SWITCH_NS}.",
+        description=f"Three Debian 12 servers (server1..3) as nspawn containers, two more on demand (server4..5); "
+        f"clients run in netns {SWITCH_NS}.",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="verb", required=True, metavar="COMMAND")
@@ -52,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sp = sub.add_parser(verb, help=hlp)
         sp.add_argument("node", choices=NODES)
+    spares = [s.name for s in SPARE_SERVERS]
+    sp = sub.add_parser("add", help="add a fresh server (server4, server5) to the running lab")
+    sp.add_argument("node", choices=spares)
+    sp = sub.add_parser("remove", help="power off and delete an added server")
+    sp.add_argument("node", choices=spares)
     for verb in ("stop-service", "start-service"):
         sp = sub.add_parser(verb, help=f"systemctl {verb.split('-')[0]} UNIT inside NODE")
         sp.add_argument("node", choices=NODES)
@@ -113,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
                 lab.heal(args.node)
             case "reboot":
                 lab.reboot(args.node)
+            case "add":
+                lab.add(args.node)
+            case "remove":
+                lab.remove(args.node)
             case "stop-service":
                 lab.stop_service(args.node, args.unit)
             case "start-service":

@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from .config import SERVER_BY_NAME, SERVERS
+from .config import ALL_SERVERS, SERVER_BY_NAME
 from .core import Lab
 from .util import LabError, log, wait_for
 
@@ -125,7 +125,7 @@ def address_of(node: str) -> str:
 
 
 def node_of(address: str) -> str | None:
-    for s in SERVERS:
+    for s in ALL_SERVERS:
         if address in (s.address, s.name):
             return s.name
     return None
@@ -436,7 +436,7 @@ class Cluster:
     def live_nodes(self) -> list[str]:
         """Running servers whose pgpool is active, the current watchdog leader (VIP holder) first."""
         holders = self.lab.vip_holders()
-        order = holders + [s.name for s in SERVERS if s.name not in holders]
+        order = holders + [s.name for s in self.lab.members() if s.name not in holders]
         return [n for n in order if self.lab.is_running(n) and self.service_active(n, PGPOOL_UNIT)]
 
     def watchdog_info(self, node: str | None = None) -> WatchdogInfo:
@@ -491,8 +491,9 @@ class Cluster:
         nodes = try_pool_nodes()
         if nodes is None:
             return [f"no answer from pgpool at {settings().vip}:{settings().pgpool_port}"]
-        if len(nodes) != len(SERVERS):
-            problems.append(f"pool_nodes lists {len(nodes)} nodes")
+        members = self.lab.members()
+        if len(nodes) != len(members):
+            problems.append(f"pool_nodes lists {len(nodes)} nodes, the lab has {len(members)} servers")
         down = [n.name for n in nodes if not n.up or n.pg_status != "up"]
         if down:
             problems.append(f"backends not up: {', '.join(down)}")
@@ -507,12 +508,17 @@ class Cluster:
         if wd is None:
             problems.append("pcp_watchdog_info failed")
         else:
-            if len(wd.nodes) != len(SERVERS) or len(wd.in_state("LEADER")) != 1 or len(wd.in_state("STANDBY")) != 2:
+            standbys = len(members) - 1
+            if (
+                len(wd.nodes) != len(members)
+                or len(wd.in_state("LEADER")) != 1
+                or len(wd.in_state("STANDBY")) != standbys
+            ):
                 problems.append("watchdog: " + ", ".join(f"{n.node} {n.state_name}" for n in wd.nodes))
             holders = self.lab.vip_holders()
             if wd.leader is None or holders != [wd.leader]:
                 problems.append(f"watchdog leader {wd.leader}, VIP holders {holders}")
-        for s in SERVERS if warmup else ():
+        for s in members if warmup else ():
             up = self.pgpool_uptime(s.name)
             if up is None:
                 problems.append(f"pgpool not running on {s.name}")
@@ -521,7 +527,8 @@ class Cluster:
         return problems
 
     def wait_healthy(self, timeout: float = 240, *, warmup: bool = True) -> None:
-        """3 backends up, one primary, 2 standbys streaming, one LEADER holding the VIP, 2 STANDBY, warm-up over."""
+        """Every lab server a backend, up; one primary, the others streaming; one LEADER holding the VIP, the other
+        watchdog members STANDBY; warm-up over."""
         deadline = time.monotonic() + timeout
         problems: list[str] = []
         while time.monotonic() < deadline:
@@ -628,7 +635,7 @@ class Cluster:
             if not st.cable_up:
                 self.lab.heal(st.name)
         unit = settings().pg_unit
-        for s in SERVERS:
+        for s in self.lab.members():
             if not self.service_active(s.name, PGPOOL_UNIT):
                 self.lab.exec(s.name, ["systemctl", "reset-failed", PGPOOL_UNIT], timeout=15)
                 self.lab.exec(s.name, ["systemctl", "start", PGPOOL_UNIT], timeout=60)
@@ -682,7 +689,7 @@ class Cluster:
         """What each pgpool is doing (for a pgpool that stops answering): its processes with their kernel wait
         channel, pcp_proc_info, the last log lines. Logged and returned; nothing is restarted."""
         parts = []
-        for s in SERVERS:
+        for s in self.lab.members():
             if not self.lab.is_running(s.name):
                 continue
             ps = self.lab.exec(s.name, ["ps", "-o", "pid,stat,wchan:24,etime,args", "-C", "pgpool"], timeout=15)
@@ -703,7 +710,7 @@ class Cluster:
         deadline = time.monotonic() + timeout
         if self.watchdog_info().leader == node and self.lab.vip_holders() == [node]:
             return
-        rest = [s.name for s in SERVERS if s.name != node]
+        rest = [s.name for s in self.lab.members() if s.name != node]
         try:
             for other in rest:
                 self.lab.stop_service(other, PGPOOL_UNIT)

@@ -67,8 +67,12 @@ class Server:
         return f"sw-{self.name}"
 
 
+# The lab's cluster: three servers, always there while the lab is up.
 SERVERS: tuple[Server, ...] = tuple(Server(f"server{i}", i) for i in (1, 2, 3))
-SERVER_BY_NAME: dict[str, Server] = {s.name: s for s in SERVERS}
+# Two more the lab can add and remove (`python -m lab add server4`), for scaling the cluster 3 -> 5 -> 3.
+SPARE_SERVERS: tuple[Server, ...] = tuple(Server(f"server{i}", i) for i in (4, 5))
+ALL_SERVERS: tuple[Server, ...] = SERVERS + SPARE_SERVERS
+SERVER_BY_NAME: dict[str, Server] = {s.name: s for s in ALL_SERVERS}
 
 
 def lab_dir() -> Path:

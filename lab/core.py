@@ -20,8 +20,10 @@ from pathlib import Path
 from . import net
 from .config import (
     ADMIN_USER,
+    ALL_SERVERS,
     PROPAGATE_DIR,
     SERVERS,
+    SPARE_SERVERS,
     SWITCH_NS,
     VIP,
     Server,
@@ -308,7 +310,7 @@ class Lab:
 
     # -------------------------------------------------------------- overlays
     def _any_mounted(self) -> bool:
-        return any(os.path.ismount(self.paths(s).merged) for s in SERVERS)
+        return any(os.path.ismount(self.paths(s).merged) for s in ALL_SERVERS)
 
     def _mount_overlay(self, s: Server, *, fresh: bool) -> None:
         p = self.paths(s)
@@ -369,7 +371,7 @@ class Lab:
 
     def write_known_hosts(self) -> None:
         lines = []
-        for s in SERVERS:
+        for s in ALL_SERVERS:
             ssh_etc = self.paths(s).merged / "etc/ssh"
             for kt in HOST_KEY_TYPES:
                 pub = ssh_etc / f"ssh_host_{kt}_key.pub"
@@ -531,9 +533,9 @@ class Lab:
     def _lab_present(self) -> bool:
         return (
             net.ns_exists(SWITCH_NS)
-            or any(net.ns_exists(s.netns) for s in SERVERS)
+            or any(net.ns_exists(s.netns) for s in ALL_SERVERS)
             or self._any_mounted()
-            or any(self.supervisor_pid(s) is not None for s in SERVERS)
+            or any(self.supervisor_pid(s) is not None for s in ALL_SERVERS)
         )
 
     # ------------------------------------------------------------------ verbs
@@ -578,10 +580,12 @@ class Lab:
         self._require_root()
         t0 = time.monotonic()
         with self._locked():
-            self._parallel(self._stop, SERVERS)
-            for s in SERVERS:
+            self._parallel(self._stop, ALL_SERVERS)
+            for s in ALL_SERVERS:
                 self._clear_cgroups(s, remove=True)
                 self._umount_overlay(s)
+            for s in SPARE_SERVERS:  # added servers do not outlive the lab (`up` brings the three back)
+                shutil.rmtree(self.paths(s).root, ignore_errors=True)
             for h in CGROUP_HIERARCHIES:
                 with contextlib.suppress(FileNotFoundError):
                     (CGROUP_ROOT / h / CGROUP_SLICE).rmdir()
@@ -684,11 +688,59 @@ class Lab:
 
     def vip_holders(self) -> list[str]:
         """Names of the servers whose enp0s8 holds the VIP (normally zero or one)."""
-        return [s.name for s in SERVERS if any(a.startswith(f"{VIP}/") for a in net.addresses(s))]
+        return [s.name for s in self.members() if any(a.startswith(f"{VIP}/") for a in net.addresses(s))]
+
+    def members(self) -> list[Server]:
+        """The lab's servers: the three, plus the added ones (server4, server5) while they exist."""
+        return [*SERVERS, *(s for s in SPARE_SERVERS if self.paths(s).root.is_dir())]
+
+    def add(self, node: str) -> None:
+        """A new, empty server (server4 or server5) on the lab's switch: fresh overlay, booted, ssh answering."""
+        self._require_root()
+        s = get_server(node)
+        if s not in SPARE_SERVERS:
+            raise LabError(
+                f"add: {node} is one of the lab's three servers; add takes {', '.join(x.name for x in SPARE_SERVERS)}"
+            )
+        if not (CGROUP_ROOT / CGROUP_HIERARCHIES[0]).is_dir():
+            # Inside `ip netns exec` (a private mount namespace, /sys remounted): nothing created here would be
+            # visible to the host. Cluster.lab_verb runs verbs outside it.
+            raise LabError(
+                f"add {node}: no {CGROUP_ROOT / CGROUP_HIERARCHIES[0]} here: run it from the host namespaces"
+            )
+        t0 = time.monotonic()
+        with self._locked():
+            self._require_switch()
+            if self.paths(s).root.is_dir() and self._healthy(s):
+                log.info("add: %s is already in the lab and healthy", node)
+                return
+            self.ensure_ssh_key()
+            net.ensure_server_net(s, cable_up=True)
+            self._mount_overlay(s, fresh=not self.paths(s).root.is_dir())
+            self.write_known_hosts()
+            if not self.is_running(node):
+                self._spawn(s)
+            st = self._wait_ready(s)
+            log.info("add: %s booted (%s) in %.1f s", node, st, time.monotonic() - t0)
+
+    def remove(self, node: str) -> None:
+        """Power an added server off and delete it: overlay, namespace, cable (the opposite of add)."""
+        self._require_root()
+        s = get_server(node)
+        if s not in SPARE_SERVERS:
+            raise LabError(f"remove: {node} is one of the lab's three servers (use stop or down)")
+        with self._locked():
+            self._stop(s)
+            self._clear_cgroups(s, remove=True)
+            self._umount_overlay(s)
+            net.remove_server_net(s)
+            shutil.rmtree(self.paths(s).root, ignore_errors=True)
+            self.write_known_hosts()
+            log.info("remove: %s powered off and deleted", node)
 
     def status(self) -> list[ServerStatus]:
         result = []
-        for s in SERVERS:
+        for s in self.members():
             addrs = net.addresses(s)
             pid = self.init_pid(s)
             result.append(

@@ -10,6 +10,7 @@ import contextlib
 from pathlib import Path
 
 from .config import (
+    ALL_SERVERS,
     BRIDGE,
     CLIENT_ADDR,
     CLIENT_BR_PORT,
@@ -17,7 +18,6 @@ from .config import (
     NETNS_ETC,
     PREFIX,
     SERVER_IF,
-    SERVERS,
     SWITCH_NS,
     Server,
 )
@@ -72,7 +72,7 @@ def write_switch_hosts() -> None:
     """/etc/hosts seen by `ip netns exec pghalab-sw ...`, so clients can use server names."""
     NETNS_ETC.mkdir(parents=True, exist_ok=True)
     lines = ["127.0.0.1\tlocalhost", "::1\t\tlocalhost ip6-localhost ip6-loopback", f"{CLIENT_ADDR}\tlabclient"]
-    lines += [f"{s.address}\t{s.name}" for s in SERVERS]
+    lines += [f"{s.address}\t{s.name}" for s in ALL_SERVERS]
     (NETNS_ETC / "hosts").write_text("\n".join(lines) + "\n")
 
 
@@ -135,8 +135,16 @@ def addresses(s: Server) -> list[str]:
     return result
 
 
+def remove_server_net(s: Server) -> None:
+    """The server's namespace and cable (a server removed from the lab)."""
+    if ns_exists(SWITCH_NS) and link_exists(SWITCH_NS, s.switch_port):
+        ip(SWITCH_NS, "link", "del", s.switch_port)
+    if ns_exists(s.netns):
+        run(["ip", "netns", "del", s.netns])
+
+
 def teardown() -> None:
-    for s in SERVERS:
+    for s in ALL_SERVERS:
         if ns_exists(s.netns):
             run(["ip", "netns", "del", s.netns])
     if ns_exists(SWITCH_NS):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lab.__main__ import build_parser
-from lab.config import BASE_PACKAGES, SERVERS, get_server
+from lab.config import ALL_SERVERS, BASE_PACKAGES, SERVERS, SPARE_SERVERS, get_server
 from lab.image import recipe_hash
 from lab.paths import ServerPaths
 from lab.supervisor import nspawn_argv
@@ -19,12 +19,17 @@ def test_fixed_addresses_macs_and_namespaces() -> None:
         ("server2", "pghalab-s2", "10.213.8.12", "52:54:00:d8:08:0c"),
         ("server3", "pghalab-s3", "10.213.8.13", "52:54:00:d8:08:0d"),
     ]
-    assert all(len(s.switch_port) <= 15 for s in SERVERS)  # Linux interface name limit
+    # The two the lab adds for scaling 3 -> 5 follow the same pattern on the same subnet.
+    assert [(s.name, s.address, s.mac) for s in SPARE_SERVERS] == [
+        ("server4", "10.213.8.14", "52:54:00:d8:08:0e"),
+        ("server5", "10.213.8.15", "52:54:00:d8:08:0f"),
+    ]
+    assert all(len(s.switch_port) <= 15 for s in ALL_SERVERS)  # Linux interface name limit
 
 
 def test_unknown_node_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="server1, server2, server3"):
-        get_server("server4")
+    with pytest.raises(ValueError, match="server1, server2, server3, server4, server5"):
+        get_server("server6")
 
 
 def test_recipe_hash_is_stable_and_covers_packages() -> None:
