@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from lab import SERVERS
+from lab import Lab
 from lab.cluster import (
     NO_LB,
     PGPOOL_UNIT,
@@ -27,7 +27,9 @@ from lab.cluster import (
     Cluster,
     Writer,
     WriterResult,
+    address_of,
     missing_rows,
+    node_of,
     pg_role,
     query,
     settings,
@@ -48,7 +50,8 @@ FOLLOW_S = 180.0
 
 
 def others(node: str) -> list[str]:
-    return [s.name for s in SERVERS if s.name != node]
+    """The lab's other servers (three, or five while the cluster is scaled out)."""
+    return [s.name for s in Lab().members() if s.name != node]
 
 
 def wait_writer_success(w: Writer, after: float, timeout: float = 120) -> float:
@@ -119,31 +122,33 @@ def wait_follows(c: Cluster, standby: str, primary: str, timeout: float = FOLLOW
 
 
 def c_address(node: str) -> str:
-    return next(s.address for s in SERVERS if s.name == node)
+    return address_of(node)
 
 
 # ------------------------------------------------------------------------------------------------------- a, b
 def test_a_pool_nodes(healthy: Cluster) -> None:
-    """show pool_nodes through VIP:9999: 3 nodes up, one primary, two standbys streaming."""
+    """show pool_nodes through VIP:9999: every node (3, or 5 scaled out) up, one primary, the others streaming."""
     nodes = pool_nodes()
-    assert len(nodes) == 3
+    members = len(healthy.lab.members())
+    assert len(nodes) == members
     assert all(n.up and n.pg_status == "up" for n in nodes), nodes
     assert [n.role for n in nodes].count("primary") == 1
     standbys = [n for n in nodes if n.role == "standby"]
-    assert len(standbys) == 2
+    assert len(standbys) == members - 1
     assert all(n.replication_state == "streaming" for n in standbys), standbys
 
 
 def test_b_watchdog(healthy: Cluster) -> None:
-    """pcp_watchdog_info: 3 members, one LEADER holding the VIP, two STANDBY."""
+    """pcp_watchdog_info: every node a member (3, or 5), one LEADER holding the VIP, the others STANDBY."""
     wd = healthy.watchdog_info()
-    assert wd.total == 3 and len(wd.nodes) == 3
+    members = healthy.lab.members()
+    assert wd.total == len(members) and len(wd.nodes) == len(members)
     assert all(n.membership == "MEMBER" for n in wd.nodes), wd.nodes
-    assert len(wd.in_state("LEADER")) == 1 and len(wd.in_state("STANDBY")) == 2
+    assert len(wd.in_state("LEADER")) == 1 and len(wd.in_state("STANDBY")) == len(members) - 1
     assert wd.leader is not None
     assert healthy.lab.vip_holders() == [wd.leader]
     # Every member sees the same leader.
-    for s in SERVERS:
+    for s in members:
         assert healthy.watchdog_info(s.name).leader == wd.leader
 
 
@@ -181,8 +186,8 @@ def test_d_stop_postgresql_on_primary(healthy: Cluster, report: dict[str, Any]) 
         new = c.wait_for_primary(FAILOVER_S, not_on=old)
         report["promoted_s"] = round(time.monotonic() - t0, 2)
         report["write_back_s"] = round(wait_writer_success(w, t0) - t0, 2)
-        other = next(n for n in others(old) if n != new)
-        report["other_follows_s"] = round(time.monotonic() - t0 + wait_follows(c, other, new), 2)
+        for other in (n for n in others(old) if n != new):  # one at 3 nodes, three at 5
+            report["other_follows_s"] = round(time.monotonic() - t0 + wait_follows(c, other, new), 2)
         time.sleep(2)
     assert new in others(old)
     assert pg_role(new) == "primary"
@@ -346,7 +351,7 @@ def test_i_load_balancing(healthy: Cluster, report: dict[str, Any]) -> None:
     (holder,) = healthy.lab.vip_holders()
     for _ in range(30):
         addr = query("SELECT host(inet_server_addr())")[0][0]
-        hits[holder if addr.startswith("127.") else next(s.name for s in SERVERS if s.address == addr)] += 1
+        hits[holder if addr.startswith("127.") else node_of(addr)] += 1
     after = {n.name: n.select_cnt for n in pool_nodes()}
     report["sessions_per_node"] = dict(hits)
     report["select_cnt_delta"] = {k: after[k] - before.get(k, 0) for k in after}

@@ -11,6 +11,7 @@ import secrets
 import time
 from typing import Any
 
+import tests.lab.test_drills as drills
 from lab.audit import leaks_in, stack_secrets
 from lab.cluster import (
     PGPOOL_UNIT,
@@ -154,6 +155,9 @@ def test_a_restart_only_postgresql_setting_restarts_the_standbys_then_switches_o
     ENGINE_OUTPUT.append(again.output)
 
 
+# The config changes made so far that later `up`s must keep (else they would revert them).
+CONFIG_NOW: dict[str, Any] = dict(RESTART_ONLY_PG)
+
 # The four passwords, set in the stack config (they were generated): each one's steps on every node, plus the first
 # primary's bootstrap (its stdin holds the SQL; on a member it sets nothing).
 PASSWORD_KEYS = {
@@ -207,6 +211,7 @@ def test_new_passwords_rotate_everywhere_on_the_current_primary_without_a_failed
     old = _generated_passwords(stack)
     new = {key: "Rotated" + secrets.token_hex(12) for key in PASSWORD_KEYS}
     overrides = {**RESTART_ONLY_PG, **{key: stack.encrypt(key, value) for key, value in new.items()}}
+    CONFIG_NOW.update(overrides)  # the later changes keep these passwords
     planned = stack.plan(overrides=overrides)
     # A configured password takes the place of the generated one, whose pulumi-random resource goes.
     generated = {f"credentials-{suffix}": "delete" for suffix in PASSWORD_KEYS.values()}
@@ -318,6 +323,122 @@ def _up_under_a_writer(
 def _longest_gap_between_successes(attempts: list[Any]) -> float:
     ends = [a.end for a in attempts if a.ok]
     return max((b - a for a, b in itertools.pairwise(ends)), default=0.0)
+
+
+# Scale 3 -> 5 -> 3: two entries added to `nodes`, then removed (from the end: pgpool's backend ids are positions).
+ADDED = ("server4", "server5")
+THREE = [{"name": n, "address": address_of(n)} for n in NODES]
+FIVE = [*THREE, *({"name": n, "address": address_of(n)} for n in ADDED)]
+# What a change of the member list touches on the nodes that stay: the files that list the nodes, the membership
+# and attach steps, the restart of pgpool (new backends and watchdog members), the fence (its script lists the
+# nodes), known hosts, and the first primary's bootstrap / the standbys' clone steps (they name the other nodes; on a
+# member they do nothing). Never a PostgreSQL restart, a switchover or a password step.
+MEMBERSHIP_STEPS = {f"{n}-{step}" for n in NODES for step in (
+    "cluster-member", "cluster-attach", "pgpool-service", "fence-service", "ssh-known-hosts",
+    "file-etc-hosts", "file-etc-pgpool2-pgpoolconf", "file-etc-pgpool2-pgpool_localconf",
+    "file-etc-pgpool2-scripts-escalationsh", "file-etc-pgpool2-scripts-failoversh",
+    "file-usr-local-lib-pgha-pg-make-standby", "file-usr-local-lib-pgha-pg-start-guard",
+    "file-usr-local-lib-pgha-pgha-apply-restart", "file-usr-local-lib-pgha-pgha-fence",
+    "file-usr-local-lib-pgha-pgha-follow", "file-usr-local-lib-pgha-pgha-members",
+    "file-usr-local-lib-pgha-pgha-passwords", "file-var-lib-postgresql-15-main-pgpool_remote_start",
+    "file-var-lib-postgresql-15-main-recovery_1st_stage", "file-var-lib-postgresql-ssh-config",
+)} | {"server1-primary-bootstrap", "server2-standby-clone", "server3-standby-clone"}  # fmt: skip
+
+
+def _slots_on(primary: str) -> dict[str, bool]:
+    out = query(
+        "SELECT slot_name, active FROM pg_replication_slots", host=address_of(primary), port=lab_settings().pg_port
+    )
+    return {name: active for name, active in out}
+
+
+def _scale_under_a_writer(stack: LabStack, nodes: list[dict[str, str]], report: dict[str, Any]) -> tuple[Any, Any]:
+    overrides = {**CONFIG_NOW, "nodes": nodes}
+    with Writer(seconds=900, interval=0.02) as writer:
+        time.sleep(2)
+        run = stack.up(overrides=overrides)
+        ENGINE_OUTPUT.append(run.output)
+        time.sleep(3)
+    result = writer.result
+    report.update(
+        {
+            "up_s": round(run.seconds, 1),
+            "up": run.changes,
+            **result.summary(),
+            "longest_write_gap_s": round(_longest_gap_between_successes(result.attempts), 2),
+        }
+    )
+    lost = missing_rows(result)
+    report["lost_acknowledged_writes"] = len(lost)
+    assert not lost, f"acknowledged rows lost: {lost[:10]}"
+    assert result.acked and result.attempts[-1].ok, "writes through the VIP did not work after the change"
+    return run, result
+
+
+def test_scale_out_to_five_nodes_by_config(stack: LabStack, cluster: Cluster, report: dict[str, Any]) -> None:
+    """Two nodes added to `nodes`: `up` provisions them as streaming standbys, every pgpool knows five backends and
+    five watchdog members (quorum 3), while a writer commits through the VIP; then drills a, b and d pass at 5."""
+    cluster.restore(warmup=False)
+    for node in ADDED:
+        cluster.lab_verb("add", node)
+    planned = stack.plan(overrides={**CONFIG_NOW, "nodes": FIVE})
+    created = {ref for ref, op in planned.items() if op == "create"}
+    updated = {ref for ref, op in planned.items() if op == "update"}
+    assert planned.keys() == created | updated, planned  # nothing deleted or replaced
+    assert all(ref.startswith(("server4-", "server5-", "cluster-server4", "cluster-server5")) for ref in created)
+    assert updated == MEMBERSHIP_STEPS, sorted(updated ^ MEMBERSHIP_STEPS)
+    _scale_under_a_writer(stack, FIVE, report)
+    cluster.wait_healthy(180, warmup=False)  # five backends up, one primary, four streaming, 1 LEADER + 4 STANDBY
+    primary = primary_node()
+    assert primary is not None
+    slots = _slots_on(primary)
+    report["slots_on_primary"] = sorted(slots)
+    assert {n for n in (*NODES, *ADDED) if n != primary} <= {k for k, active in slots.items() if active}, slots
+    wd = cluster.watchdog_info()
+    report["watchdog"] = f"{wd.total} members, {wd.quorum_required} for quorum, {wd.quorum_state}"
+    assert wd.total == 5 and wd.quorum_required == 3, report["watchdog"]
+    again = stack.preview(overrides={**CONFIG_NOW, "nodes": FIVE}, expect_no_changes=True)
+    ENGINE_OUTPUT.append(again.output)
+
+
+def test_drills_a_b_and_a_failover_pass_at_five_nodes(cluster: Cluster, report: dict[str, Any]) -> None:
+    assert len(cluster.lab.members()) == 5, "the scale-out test did not leave five servers"
+    cluster.restore()
+    drills.test_a_pool_nodes(cluster)
+    drills.test_b_watchdog(cluster)
+    drill_d: dict[str, Any] = {}
+    drills.test_d_stop_postgresql_on_primary(cluster, drill_d)
+    report.update({f"d_{k}": v for k, v in drill_d.items()})
+    t0 = time.monotonic()
+    cluster.restore(warmup=False)  # the old primary back as a standby (online recovery), five healthy again
+    report["restore_s"] = round(time.monotonic() - t0, 1)
+
+
+def test_scale_in_to_three_nodes_by_config(stack: LabStack, cluster: Cluster, lab: Lab, report: dict[str, Any]) -> None:
+    """The two entries removed again: the remaining pgpools restart with three backends, the removed nodes' pgpool
+    and PostgreSQL stop and their slots go from the primary (no WAL held for them); writes go on through the VIP."""
+    cluster.restore(warmup=False)
+    primary = primary_node()
+    assert primary in NODES, f"the primary is {primary}, a node the scale-in removes (README: switch over first)"
+    planned = stack.plan(overrides={**CONFIG_NOW, "nodes": THREE})
+    deleted = {ref for ref, op in planned.items() if op == "delete"}
+    updated = {ref for ref, op in planned.items() if op == "update"}
+    assert planned.keys() == deleted | updated, planned
+    assert all(ref.startswith(("server4-", "server5-", "cluster-server4", "cluster-server5")) for ref in deleted)
+    assert updated == MEMBERSHIP_STEPS, sorted(updated ^ MEMBERSHIP_STEPS)
+    run, _ = _scale_under_a_writer(stack, THREE, report)
+    assert "server4 left the cluster" in run.output and "server5 left the cluster" in run.output, run.output[-3000:]
+    for node in ADDED:
+        assert not cluster.service_active(node, PGPOOL_UNIT), f"pgpool still runs on {node}"
+        assert not cluster.service_active(node, lab_settings().pg_unit), f"PostgreSQL still runs on {node}"
+    slots = _slots_on(primary)
+    report["slots_on_primary"] = sorted(slots)
+    assert set(slots) == {n for n in NODES if n != primary}, f"slots left on {primary}: {slots}"
+    for node in ADDED:
+        cluster.lab_verb("remove", node)
+    cluster.wait_healthy(180, warmup=False)
+    again = stack.preview(overrides={**CONFIG_NOW, "nodes": THREE}, expect_no_changes=True)
+    ENGINE_OUTPUT.append(again.output)
 
 
 def test_destroy_leaves_no_pgpool_and_no_vip_and_a_second_destroy_does_nothing(

@@ -311,3 +311,53 @@ def test_pgpool_includes_the_hold_file_last_and_the_directories_step_creates_it(
     assert includes[-1] == "include = '/etc/pgpool2/pgpool_hold.conf'", includes
     dirs = next(s for s in provisioning_plan(config) if s.ref == f"{node.name}/directories")
     assert "install -m 0640 -o root -g postgres /dev/null /etc/pgpool2/pgpool_hold.conf" in dirs.create
+
+
+FIVE = [{"name": f"db-{x}", "address": f"10.9.0.{11 + i}"} for i, x in enumerate("abcde")]
+
+
+def test_scale_out_adds_the_new_nodes_and_touches_no_restart_or_password_step_of_the_old_ones() -> None:
+    three, five = debian12(), debian12(nodes=FIVE)
+    before = {s.ref: s.create for s in provisioning_plan(three)}
+    after = {s.ref: s.create for s in provisioning_plan(five)}
+    added = {ref.split("/")[0] for ref in after.keys() - before.keys()}
+    assert added == {"db-d", "db-e"}  # every step of the two new nodes, nothing else new
+    assert before.keys() <= after.keys()
+    changed = {ref.split("/")[1] for ref in before if before[ref] != after[ref]}
+    # The member list is in these commands: each old node checks the primary and its pgpool restarts with 5 backends.
+    assert {"cluster-member", "cluster-attach", "pgpool-service", "primary-bootstrap"} <= changed
+    # No PostgreSQL restart, switchover or password step runs for a new node.
+    assert not changed & {"postgresql-restart", "postgresql-switchover", "passwords-hold", "passwords-roles"}
+    conf = next(f for f in render_node_files(five, five.nodes[0], FAKE) if f.path == "/etc/pgpool2/pgpool.conf")
+    for key in ("backend_hostname4 = 'db-e'", "hostname4 = 'db-e'", "heartbeat_hostname4 = 'db-e'"):
+        assert key in conf.content
+
+
+def test_membership_runs_before_any_pgpool_restart_and_a_removed_node_leaves_on_delete() -> None:
+    steps = provisioning_plan(debian12(nodes=FIVE))
+    pos = index(steps)
+    members = [s for s in steps if s.name == "cluster-member"]
+    assert len(members) == 5
+    for member in members:
+        assert "# members: db-a db-b db-c db-d db-e" in member.create and member.create.endswith("pgha-cluster-member")
+        assert member.delete is not None and "pgha-members leave" in member.delete
+    by_ref = {s.ref: s for s in steps}
+
+    def ancestors(ref: str) -> set[str]:
+        found: set[str] = set()
+        todo = list(by_ref[ref].after)
+        while todo:
+            dep = todo.pop()
+            if dep not in found:
+                found.add(dep)
+                todo += by_ref[dep].after
+        return found
+
+    for service in (s for s in steps if s.name == "pgpool-service"):
+        # Every pgpool depends on every node's membership step. Destroy deletes dependents first: every pgpool stops
+        # before any node's leave runs, so leave sees no pgpool answer and leaves PostgreSQL alone (only a scale-in,
+        # with the remaining pgpools running without the node, stops it).
+        assert {m.ref for m in members} <= ancestors(service.ref), service.ref
+    attach = [s for s in steps if s.name == "cluster-attach"]
+    last_service = max(pos[s.ref] for s in steps if s.name == "pgpool-service")
+    assert len(attach) == 5 and all(pos[a.ref] > last_service for a in attach)
