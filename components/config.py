@@ -78,6 +78,10 @@ MIN_DISK_GIB = 8
 PASSWORD_KEYS = ("postgresPassword", "replicationPassword", "pgpoolPassword", "pcpPassword")
 
 
+# A Debian version without an epoch: upstream version, then an optional revision (policy 5.6.12's characters).
+_DEB_VERSION = re.compile(r"^[0-9][A-Za-z0-9.+~]*(-[A-Za-z0-9.+~]+)?$")
+
+
 class ConfigError(ValueError):
     """Bad stack configuration. The message names every offending key."""
 
@@ -244,6 +248,26 @@ class PostgreSQL(_Model):
     # standby (clean stop first: nothing acknowledged is lost), which takes a failover's write outage (seconds).
     # Off: the primary keeps its old values and every `up` says a switchover is pending until it is turned on once.
     switchover_on_restart: bool = False
+    # The exact Debian version of postgresql-N and postgresql-client-N (e.g. 15.20-0+deb12u1). Unset: whatever is
+    # installed stays. Changing it upgrades (or downgrades) the packages on every node without restarting anything,
+    # then the rolling restart above applies the new binaries: standbys one at a time, then the switchover.
+    package_version: str | None = None
+
+    @field_validator("package_version")
+    @classmethod
+    def _package_version(cls, value: str | None) -> str | None:
+        if value is not None and not _DEB_VERSION.match(value):
+            raise ValueError(f"{value!r} is not a Debian package version (e.g. 15.20-0+deb12u1)")
+        return value
+
+    @model_validator(mode="after")
+    def _package_version_matches(self) -> PostgreSQL:
+        if self.package_version is not None and not self.package_version.startswith(f"{self.version}."):
+            raise ValueError(
+                f"packageVersion {self.package_version!r} is not a PostgreSQL {self.version} version "
+                f"(it must start with '{self.version}.'; a major upgrade is not a package upgrade)"
+            )
+        return self
 
     @field_validator("parameters", mode="before")
     @classmethod
@@ -339,6 +363,22 @@ class Pgpool(_Model):
     max_pool: int = Field(default=4, ge=1)
     log_min_messages: Literal["debug1", "info", "notice", "warning", "error", "log"] = "warning"
     pcp_user: str = "pgpool"
+    # The exact Debian version of pgpool2, libpgpool2 and postgresql-N-pgpool2 (e.g. 4.3.5-1+deb12u1); unset: as
+    # installed. A change installs it on every node, then the pgpools restart one after another.
+    package_version: str | None = None
+
+    @field_validator("package_version")
+    @classmethod
+    def _package_version(cls, value: str | None) -> str | None:
+        if value is not None and not _DEB_VERSION.match(value):
+            raise ValueError(f"{value!r} is not a Debian package version (e.g. 4.3.5-1+deb12u1)")
+        return value
+
+    @model_validator(mode="after")
+    def _package_version_matches(self) -> Pgpool:
+        if self.package_version is not None and not self.package_version.startswith(f"{self.version}."):
+            raise ValueError(f"packageVersion {self.package_version!r} is not a pgpool-II {self.version} version")
+        return self
 
     @field_validator("version")
     @classmethod

@@ -139,6 +139,17 @@ def provisioning_packages(config: ClusterConfig) -> list[str]:
     return packages
 
 
+def pinned_packages(config: ClusterConfig) -> list[str]:
+    """`package=version` for every package whose exact version the stack config pins (postgresql / pgpool)."""
+    pg = config.postgresql.version
+    pins = []
+    if config.postgresql.package_version:
+        pins += [f"{p}={config.postgresql.package_version}" for p in (f"postgresql-{pg}", f"postgresql-client-{pg}")]
+    if config.pgpool.package_version:
+        pins += [f"{p}={config.pgpool.package_version}" for p in ("pgpool2", "libpgpool2", f"postgresql-{pg}-pgpool2")]
+    return pins
+
+
 def _mirror_script(config: ClusterConfig) -> str:
     """packageMirror: its apt source (and signing key) in place; APT_SOURCES makes apt use it alone."""
     mirror = config.package_mirror
@@ -172,6 +183,7 @@ def _packages_script(config: ClusterConfig) -> str:
         _mirror_script(config)
         + rf"""
 want={shlex.quote(config.pgpool.version)}
+package_source={source}
 missing=""
 for p in {" ".join(packages)}; do
   dpkg-query -W -f='${{Status}}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
@@ -199,6 +211,35 @@ if [ -n "$missing" ]; then
   # shellcheck disable=SC2086
   apt-get -q -y -o DPkg::Lock::Timeout=600 $APT_SOURCES install $missing >/dev/null
   did="installed:$missing"
+fi
+# Pinned versions (postgresql.packageVersion, pgpool.packageVersion): installed without stopping or starting any
+# service. dpkg's maintainer scripts would restart PostgreSQL on every node at once; policy-rc.d (101: "not now")
+# stops them, and the postgresql-restart / postgresql-switchover steps (and pgpool-service) restart one node at a time.
+pins="{" ".join(pinned_packages(config))}"
+outdated=""
+for spec in $pins; do
+  installed=$(dpkg-query -W -f='${{Version}}' "${{spec%%=*}}" 2>/dev/null || true)
+  if [ "$installed" != "${{spec#*=}}" ]; then outdated="$outdated $spec"; fi
+done
+if [ -n "$outdated" ]; then
+  if [ "$package_source" = preinstalled ]; then
+    echo "failed: packageSource preinstalled, but these pinned versions are not installed:$outdated" >&2; exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  policy=/usr/sbin/policy-rc.d
+  if [ -e "$policy" ]; then mv -f "$policy" "$policy.pgha-saved"; fi
+  restore_policy() {{ rm -f "$policy"; if [ -e "$policy.pgha-saved" ]; then mv -f "$policy.pgha-saved" "$policy"; fi; }}
+  trap restore_policy EXIT
+  printf '#!/bin/sh\n# pgha: package upgrade; services restart one node at a time afterwards\nexit 101\n' >"$policy"
+  chmod 0755 "$policy"
+  # shellcheck disable=SC2086
+  apt-get -q -o DPkg::Lock::Timeout=600 $APT_SOURCES update >/dev/null
+  # shellcheck disable=SC2086
+  apt-get -q -y -o DPkg::Lock::Timeout=600 $APT_SOURCES install --allow-downgrades $outdated >/dev/null
+  restore_policy
+  trap - EXIT
+  if [ "$did" = "all packages installed" ]; then did="pinned versions installed:$outdated"
+  else did="$did, pinned versions installed:$outdated"; fi
 fi
 version=$(dpkg-query -W -f='${{Version}}' pgpool2)
 have=$(echo "$version" | sed -E 's/^([0-9]+:)?([0-9]+\.[0-9]+).*/\2/')
@@ -785,6 +826,8 @@ def provisioning_plan(config: ClusterConfig) -> list[Step]:
     for node in config.nodes:
         n = node.name
         restart_fp, reload_fp = service_fingerprints(files_by_node[n], "pgpool2")
+        if config.pgpool.package_version:  # a new pgpool package: the same rolling restart as a restart-only setting
+            restart_fp = f"{restart_fp}-{config.pgpool.package_version}"
         steps.append(
             Step(
                 n,
@@ -835,7 +878,12 @@ def provisioning_plan(config: ClusterConfig) -> list[Step]:
                 Step(
                     node.name,
                     step_name,
-                    _sudo_script(step_name, _apply_restart_script(restart_only), phase, switchover),
+                    _sudo_script(
+                        step_name,
+                        _apply_restart_script(restart_only, config.postgresql.package_version),
+                        phase,
+                        switchover,
+                    ),
                     after=tuple(previous),
                 )
             )
@@ -893,11 +941,12 @@ def _restart_only_settings(config: ClusterConfig, files_by_node: dict[str, list[
     return found
 
 
-def _apply_restart_script(restart_only: list[str]) -> str:
+def _apply_restart_script(restart_only: list[str], package_version: str | None) -> str:
     listed = "\n".join(f"#   {setting}" for setting in restart_only)
     return f"""
 # Restart-only PostgreSQL settings in force after this step (the step runs again when one of them changes):
 {listed}
+# PostgreSQL package version in force after this step: {package_version or "as installed"}
 exec {APPLY_RESTART} "$@"
 """
 

@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sp = sub.add_parser(verb, help=hlp)
         sp.add_argument("node", choices=NODES)
+    sub.add_parser("mirror", help="build the signed apt repository of the newest PostgreSQL packages (lab/mirror.py)")
     spares = [s.name for s in SPARE_SERVERS]
     sp = sub.add_parser("add", help="add a fresh server (server4, server5) to the running lab")
     sp.add_argument("node", choices=spares)
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                 lab.heal(args.node)
             case "reboot":
                 lab.reboot(args.node)
+            case "mirror":
+                lab.mirror()
             case "add":
                 lab.add(args.node)
             case "remove":

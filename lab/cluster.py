@@ -376,18 +376,17 @@ class Cluster:
         self.lab = lab or Lab()
 
     # ------------------------------------------------------------------------------------------- host-side verbs
-    def lab_verb(self, verb: str, node: str, timeout: float = 300) -> None:
+    def lab_verb(self, verb: str, *args: str, timeout: float = 300) -> None:
         """A Lab verb that needs the host's cgroup mounts (start, crash). `ip netns exec` (how the drills run) gives
         us a private mount namespace with /sys remounted, which hides /sys/fs/cgroup: then run the verb in the
         namespaces of the nearest ancestor process outside it (the shell that called `ip netns exec`)."""
+        what = " ".join((verb, *args))
         if Path("/sys/fs/cgroup/systemd").is_dir():
-            getattr(self.lab, verb)(node)
+            getattr(self.lab, verb)(*args)
             return
         host = outer_ancestor()
         if host is None:
-            raise LabError(
-                f"cannot {verb} {node}: no /sys/fs/cgroup here and no ancestor process outside this mount ns"
-            )
+            raise LabError(f"cannot {what}: no /sys/fs/cgroup here and no ancestor process outside this mount ns")
         argv = [
             "nsenter",
             f"--mount=/proc/{host}/ns/mnt",
@@ -398,12 +397,12 @@ class Cluster:
             "-m",
             "lab",
             verb,
-            node,
+            *args,
         ]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         cp = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
         if cp.returncode != 0:
-            raise LabError(f"python -m lab {verb} {node} failed: {(cp.stdout + cp.stderr).strip()[-500:]}")
+            raise LabError(f"python -m lab {what} failed: {(cp.stdout + cp.stderr).strip()[-500:]}")
 
     def crash(self, node: str) -> None:
         self.lab_verb("crash", node)

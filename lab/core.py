@@ -690,6 +690,13 @@ class Lab:
         """Names of the servers whose enp0s8 holds the VIP (normally zero or one)."""
         return [s.name for s in self.members() if any(a.startswith(f"{VIP}/") for a in net.addresses(s))]
 
+    def mirror(self) -> None:
+        """The signed apt repository of the newest PostgreSQL packages (built in the host namespaces)."""
+        from . import mirror  # late: the image module's apt queries are only needed here
+
+        built = mirror.build(self.dir)
+        log.info("mirror: %s holds %s", built.directory, ", ".join(f"{p} {v}" for p, v in built.versions.items()))
+
     def members(self) -> list[Server]:
         """The lab's servers: the three, plus the added ones (server4, server5) while they exist."""
         return [*SERVERS, *(s for s in SPARE_SERVERS if self.paths(s).root.is_dir())]

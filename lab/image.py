@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 import time
@@ -36,10 +37,41 @@ CUSTOMIZE_HOOKS: tuple[str, ...] = (
 )
 
 
+# Installed at the OLDEST version the host's apt sources offer (bookworm's point release, when bookworm-security
+# carries a newer one): the lab's servers then have a real package upgrade to make (lifecycle test, issue 12).
+UPGRADABLE_PACKAGES = ("postgresql-15", "postgresql-client-15", "libpq5")
+
+
+def package_versions(package: str) -> list[str]:
+    """Versions of package the host's apt sources offer, newest first (`apt-cache madison`)."""
+    if shutil.which("apt-cache") is None:
+        return []
+    out = run(["apt-cache", "madison", package], check=False).stdout
+    versions = list(dict.fromkeys(line.split("|")[1].strip() for line in out.splitlines() if line.count("|") >= 2))
+    return sorted(versions, key=functools.cmp_to_key(_debian_version_compare), reverse=True)
+
+
+def _debian_version_compare(a: str, b: str) -> int:
+    if a == b:
+        return 0
+    return -1 if run(["dpkg", "--compare-versions", a, "lt", b], check=False).returncode == 0 else 1
+
+
+@functools.cache
+def image_packages() -> tuple[str, ...]:
+    pinned = []
+    for package in BASE_PACKAGES:
+        versions = package_versions(package) if package in UPGRADABLE_PACKAGES else []
+        pinned.append(f"{package}={versions[-1]}" if len(versions) > 1 else package)
+    extra = [f"{p}={package_versions(p)[-1]}" for p in UPGRADABLE_PACKAGES if p not in BASE_PACKAGES
+             if len(package_versions(p)) > 1]  # fmt: skip
+    return (*pinned, *extra)
+
+
 def recipe_hash() -> str:
     h = hashlib.sha256()
     h.update(f"{SUITE}\n{IMAGE_RECIPE_VERSION}\n".encode())
-    h.update("\n".join(sorted(BASE_PACKAGES)).encode())
+    h.update("\n".join(sorted(image_packages())).encode())
     h.update(b"\n--hooks--\n")
     h.update("\n".join(CUSTOMIZE_HOOKS).encode())
     return h.hexdigest()
@@ -81,7 +113,7 @@ class BaseImage:
             "--variant=apt",
             "--format=directory",
             "--quiet",
-            f"--include={','.join(BASE_PACKAGES)}",
+            f"--include={','.join(image_packages())}",
         ]
         argv += [f"--customize-hook={hook}" for hook in CUSTOMIZE_HOOKS]
         argv += [SUITE, str(tmp), str(APT_SOURCES)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import subprocess
 import time
@@ -25,6 +26,7 @@ def run(
     capture: bool = True,
     timeout: float | None = 120,
     input: str | None = None,
+    cwd: str | os.PathLike[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a command; on failure raise LabError with the command and its stderr."""
     try:
@@ -36,6 +38,7 @@ def run(
             timeout=timeout,
             input=input,
             stdin=None if input is not None else subprocess.DEVNULL,
+            cwd=cwd,
         )
     except subprocess.TimeoutExpired as e:
         raise LabError(f"timed out after {timeout} s: {shlex.join(argv)}") from e

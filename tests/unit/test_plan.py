@@ -361,3 +361,18 @@ def test_membership_runs_before_any_pgpool_restart_and_a_removed_node_leaves_on_
     attach = [s for s in steps if s.name == "cluster-attach"]
     last_service = max(pos[s.ref] for s in steps if s.name == "pgpool-service")
     assert len(attach) == 5 and all(pos[a.ref] > last_service for a in attach)
+
+
+def test_a_package_version_pin_touches_the_packages_step_then_the_rolling_restarts_only() -> None:
+    base = debian12()
+    pg = base.postgresql.model_copy(update={"package_version": "15.20-0+deb12u1"})
+    pgpool = base.pgpool.model_copy(update={"package_version": "4.3.5-1+deb12u1"})
+    pg_changed = {ref.split("/")[1] for ref in _changed_steps(base, base.model_copy(update={"postgresql": pg}))}
+    assert pg_changed == {"packages", "postgresql-restart", "postgresql-switchover"}
+    pgpool_changed = {ref.split("/")[1] for ref in _changed_steps(base, base.model_copy(update={"pgpool": pgpool}))}
+    assert pgpool_changed == {"packages", "pgpool-service"}  # pgpool-service: the one-after-another restart
+    packages = next(s for s in provisioning_plan(base.model_copy(update={"postgresql": pg})) if s.name == "packages")
+    script = shlex.split(packages.create)[4]
+    assert 'pins="postgresql-15=15.20-0+deb12u1 postgresql-client-15=15.20-0+deb12u1"' in script
+    # dpkg must not restart PostgreSQL on every node at once: policy-rc.d says 101 for the install, then goes.
+    assert "exit 101" in script and "trap restore_policy EXIT" in script and "--allow-downgrades $outdated" in script

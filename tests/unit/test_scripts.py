@@ -71,8 +71,12 @@ MIRROR = {
 @pytest.mark.parametrize("mirror", [False, True])
 def test_step_commands_pass_shellcheck(tmp_path: Path, mirror: bool) -> None:
     config = stack("lab")
-    if mirror:
-        config = config.model_copy(update={"package_mirror": PackageMirror.model_validate(MIRROR)})
+    if mirror:  # with a mirror, and with pinned package versions (the upgrade path of the packages step)
+        pg = config.postgresql.model_copy(update={"package_version": "15.20-0+deb12u1"})
+        pgpool = config.pgpool.model_copy(update={"package_version": "4.3.5-1+deb12u1"})
+        config = config.model_copy(
+            update={"package_mirror": PackageMirror.model_validate(MIRROR), "postgresql": pg, "pgpool": pgpool}
+        )
     for step in provisioning_plan(config):
         if step.name.startswith("file-") and step.name != "file-etc-hosts":
             continue  # every file step runs the same put-file script (checked through file-etc-pgpool2-...)
