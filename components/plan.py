@@ -521,6 +521,51 @@ else echo "unchanged: kernel settings in force"; fi
 """
 
 
+def _membership_check_script(config: ClusterConfig) -> str:
+    """Before anything is written anywhere: a change to `nodes` must keep the primary and the surviving nodes'
+    positions (pgpool's backend ids). Reads the members this node recorded at its last join (name address), and
+    asks them over the network with the credentials in place, so it needs nothing the change is about to rewrite."""
+    pg = config.postgresql
+    names = " ".join(n.name for n in config.nodes)
+    return rf"""
+state=/var/lib/pgha/members
+new=({names})
+if [ ! -s "$state" ]; then
+  echo "unchanged: no cluster membership recorded on this node yet (new node or first up): nothing to check"
+  exit 0
+fi
+old=()
+primary=""
+while read -r name address; do
+  [ -n "$name" ] || continue
+  old+=("$name")
+  if [ -z "$primary" ]; then
+    answer=$(runuser -u postgres -- env PGPASSFILE=/var/lib/postgresql/.pgpass psql -XAtqw \
+      "host=$address port={pg.port} user={pg.check_user} dbname=postgres connect_timeout=3" \
+      -c 'SELECT pg_is_in_recovery()' 2>/dev/null || true)
+    if [ "$answer" = f ]; then primary=$name; fi
+  fi
+done <"$state"
+# pgpool numbers its backends by position: a node that stays keeps its place (add at the end, remove from the end).
+for i in "${{!old[@]}}"; do
+  for j in "${{!new[@]}}"; do
+    if [ "${{new[$j]}}" = "${{old[$i]}}" ] && [ "$i" != "$j" ]; then
+      echo "failed: nodes: ${{old[$i]}} would move from position $i to $j; pgpool's backend ids are positions:" \
+        "add nodes at the end of the list and remove them from the end (nothing was changed)" >&2
+      exit 1
+    fi
+  done
+done
+if [ -n "$primary" ] && [[ " ${{new[*]}} " != *" $primary "* ]]; then
+  echo "failed: nodes: the primary, $primary, is not in the new list: switch over to a node that stays first" \
+    "(pcp_promote_node --switchover, or stop PostgreSQL on $primary and let pgpool fail over), then run" \
+    "pulumi up again (nothing was changed)" >&2
+  exit 1
+fi
+echo "unchanged: members ${{old[*]}} -> ${{new[*]}}: primary ${{primary:-not found}} stays, positions kept"
+"""
+
+
 _PGPOOL_SERVICE = r"""
 restart_fp=$1 reload_fp=$2
 state=/var/lib/pgha/pgpool.applied
@@ -714,11 +759,22 @@ def provisioning_plan(config: ClusterConfig) -> list[Step]:
 
     # Phase 1, every node: packages, directories, files (except those in the data directory), ssh host keys,
     # firewall, PostgreSQL configured for either role.
+    # Phase 0: a change to `nodes` is checked on every node that is already a member before any node writes
+    # anything (every directories step, and so every file, waits for every check).
+    checks = []
     for node in config.nodes:
         n = node.name
         steps.append(Step(n, "packages", _sudo_script("packages", _packages_script(config))))
+        check = Step(
+            n, "membership-check", _sudo_script("membership-check", _membership_check_script(config)),
+            after=(f"{n}/packages",),
+        )  # fmt: skip
+        steps.append(check)
+        checks.append(check.ref)
+    for node in config.nodes:
+        n = node.name
         steps.append(
-            Step(n, "directories", _sudo_script("directories", _dirs_script(config)), after=(f"{n}/packages",))
+            Step(n, "directories", _sudo_script("directories", _dirs_script(config)), after=(f"{n}/packages", *checks))
         )
         file_refs[n] = []
         pg_refs[n] = []

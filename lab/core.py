@@ -97,7 +97,8 @@ def forget_stack_state(directory: Path) -> None:
 
 
 class Lab:
-    """Three servers (server1..3) in their own network namespaces, wired to a bridge in namespace pghalab-sw."""
+    """Three servers (server1..3), and up to two added ones (server4, server5), each in its own network namespace,
+    wired to a bridge in namespace pghalab-sw."""
 
     def __init__(self, directory: Path | None = None) -> None:
         self.dir = directory or lab_dir()

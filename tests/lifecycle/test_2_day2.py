@@ -2,7 +2,10 @@
 a reloadable pgpool setting reloads, a restart-only one restarts the pgpools one after another while writes go on;
 a restart-only PostgreSQL setting restarts the standbys one at a time and switches the primary over, losing nothing;
 new passwords in the stack config rotate everywhere, on whichever node is primary now, without failing a write;
-`destroy` leaves no pgpool and no VIP, and a second `destroy` has nothing to do."""
+two nodes added to `nodes` join as streaming standbys and drills a, b, d pass at five nodes, then a list that moves
+a node is refused before anything is written and removing the two leaves no slot behind; a newer PostgreSQL package
+rolls through the standbys and a switchover; `destroy` leaves no pgpool and no VIP, and a second `destroy` has
+nothing to do."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ import itertools
 import secrets
 import time
 from typing import Any
+
+import pytest
 
 import lab.mirror as lab_mirror
 import tests.lab.test_drills as drills
@@ -28,7 +33,7 @@ from lab.cluster import (
 )
 from lab.cluster import settings as lab_settings
 from lab.core import Lab
-from lab.engine import LabStack
+from lab.engine import EngineError, LabStack
 from tests.lifecycle.conftest import ENGINE_OUTPUT
 
 NODES = ("server1", "server2", "server3")
@@ -130,20 +135,7 @@ def test_a_restart_only_postgresql_setting_restarts_the_standbys_then_switches_o
     stack: LabStack, cluster: Cluster, lab: Lab, report: dict[str, Any]
 ) -> None:
     run, result, primary, _ = _up_under_a_writer(stack, cluster, RESTART_ONLY_PG, PG_RESTART_STEPS)
-    report.update(
-        {
-            "up_s": round(run.seconds, 1),
-            "up": run.changes,
-            **result.summary(),
-            "longest_write_gap_s": round(_longest_gap_between_successes(result.attempts), 2),
-            "primary_before": primary,
-            "primary_after": primary_node(),
-        }
-    )
-    lost = missing_rows(result)
-    report["lost_acknowledged_writes"] = len(lost)
-    assert not lost, f"acknowledged rows lost: {lost[:10]}"
-    assert result.acked and result.attempts[-1].ok, "writes through the VIP did not work after the change"
+    _report_and_check_writes(report, run, result, primary_before=primary, primary_after=primary_node())
     show = "SHOW max_connections", "SELECT count(*) FROM pg_settings WHERE pending_restart"
     psql = ["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-c", show[0], "-c", show[1]]
     in_force = {n: tuple(lab.exec(n, psql).stdout.split()) for n in NODES}
@@ -220,12 +212,7 @@ def test_new_passwords_rotate_everywhere_on_the_current_primary_without_a_failed
     primary = primary_node()
     before = {p.name: (p.status, p.last_status_change) for p in pool_nodes()}
     assert all(status == "up" for status, _ in before.values()), before
-    with Writer(seconds=600, interval=0.02) as writer:
-        time.sleep(2)
-        run = stack.up(overrides=overrides)
-        ENGINE_OUTPUT.append(run.output)
-        time.sleep(3)
-    result = writer.result
+    run, result = _up_while_writing(stack, overrides)
     forget_settings()  # the lab's clients read the password from the stack's outputs: the new one now
     report.update(
         {
@@ -321,6 +308,33 @@ def _up_under_a_writer(
     return run, writer.result, primary, elapsed
 
 
+def _up_while_writing(stack: LabStack, overrides: dict[str, Any]) -> tuple[Any, Any]:
+    """`up` while a writer commits a numbered row through the VIP every 20 ms on one open session (bounded)."""
+    with Writer(seconds=900, interval=0.02) as writer:
+        time.sleep(2)
+        run = stack.up(overrides=overrides)
+        ENGINE_OUTPUT.append(run.output)
+        time.sleep(3)
+    return run, writer.result
+
+
+def _report_and_check_writes(report: dict[str, Any], run: Any, result: Any, **extra: Any) -> None:
+    """The change's figures into the report; then nothing acknowledged lost and writes working at the end."""
+    report.update(
+        {
+            "up_s": round(run.seconds, 1),
+            "up": run.changes,
+            **result.summary(),
+            "longest_write_gap_s": round(_longest_gap_between_successes(result.attempts), 2),
+            **extra,
+        }
+    )
+    lost = missing_rows(result)
+    report["lost_acknowledged_writes"] = len(lost)
+    assert not lost, f"acknowledged rows lost: {lost[:10]}"
+    assert result.acked and result.attempts[-1].ok, "writes through the VIP did not work after the change"
+
+
 def _longest_gap_between_successes(attempts: list[Any]) -> float:
     ends = [a.end for a in attempts if a.ok]
     return max((b - a for a, b in itertools.pairwise(ends)), default=0.0)
@@ -354,25 +368,8 @@ def _slots_on(primary: str) -> dict[str, bool]:
 
 
 def _scale_under_a_writer(stack: LabStack, nodes: list[dict[str, str]], report: dict[str, Any]) -> tuple[Any, Any]:
-    overrides = {**CONFIG_NOW, "nodes": nodes}
-    with Writer(seconds=900, interval=0.02) as writer:
-        time.sleep(2)
-        run = stack.up(overrides=overrides)
-        ENGINE_OUTPUT.append(run.output)
-        time.sleep(3)
-    result = writer.result
-    report.update(
-        {
-            "up_s": round(run.seconds, 1),
-            "up": run.changes,
-            **result.summary(),
-            "longest_write_gap_s": round(_longest_gap_between_successes(result.attempts), 2),
-        }
-    )
-    lost = missing_rows(result)
-    report["lost_acknowledged_writes"] = len(lost)
-    assert not lost, f"acknowledged rows lost: {lost[:10]}"
-    assert result.acked and result.attempts[-1].ok, "writes through the VIP did not work after the change"
+    run, result = _up_while_writing(stack, {**CONFIG_NOW, "nodes": nodes})
+    _report_and_check_writes(report, run, result)
     return run, result
 
 
@@ -419,6 +416,17 @@ def test_scale_in_to_three_nodes_by_config(stack: LabStack, cluster: Cluster, la
     """The two entries removed again: the remaining pgpools restart with three backends, the removed nodes' pgpool
     and PostgreSQL stop and their slots go from the primary (no WAL held for them); writes go on through the VIP."""
     cluster.restore(warmup=False)
+    # A list that moves nodes (pgpool's backend ids are positions) is refused on every node before anything is
+    # written: the same five nodes with the last two swapped.
+    conf = "md5sum /etc/pgpool2/pgpool.conf /etc/hosts /etc/postgresql/15/main/conf.d/pgha.conf"
+    before = {n: lab.exec(n, conf).stdout for n in (*NODES, *ADDED)}
+    with pytest.raises(EngineError) as refused:
+        stack.up(overrides={**CONFIG_NOW, "nodes": [*THREE, FIVE[4], FIVE[3]]})
+    ENGINE_OUTPUT.append(str(refused.value))
+    assert "server5 would move from position 4 to 3" in str(refused.value), str(refused.value)[-3000:]
+    assert {n: lab.exec(n, conf).stdout for n in (*NODES, *ADDED)} == before, "a refused change wrote files"
+    again = stack.preview(overrides={**CONFIG_NOW, "nodes": FIVE}, expect_no_changes=True)
+    ENGINE_OUTPUT.append(again.output)
     primary = primary_node()
     assert primary in NODES, f"the primary is {primary}, a node the scale-in removes (README: switch over first)"
     planned = stack.plan(overrides={**CONFIG_NOW, "nodes": THREE})
@@ -473,21 +481,10 @@ def test_a_postgresql_package_upgrade_rolls_through_the_standbys_then_switches_o
         run, result, primary, _ = _up_under_a_writer(stack, cluster, overrides, UPGRADE_STEPS)
     CONFIG_NOW.update(overrides)
     after = _server_versions(lab)
-    report.update(
-        {
-            "up_s": round(run.seconds, 1),
-            "up": run.changes,
-            **result.summary(),
-            "longest_write_gap_s": round(_longest_gap_between_successes(result.attempts), 2),
-            "versions_after": sorted(set(after.values())),
-            "primary_before": primary,
-            "primary_after": primary_node(),
-        }
+    versions_after = sorted(set(after.values()))
+    _report_and_check_writes(
+        report, run, result, versions_after=versions_after, primary_before=primary, primary_after=primary_node()
     )
-    lost = missing_rows(result)
-    report["lost_acknowledged_writes"] = len(lost)
-    assert not lost, f"acknowledged rows lost: {lost[:10]}"
-    assert result.acked and result.attempts[-1].ok, "writes through the VIP did not work after the upgrade"
     assert all(f"Debian {newest})" in v for v in after.values()), f"not every node runs {newest}: {after}"
     assert report["primary_after"] not in (None, primary), "the primary did not switch over"
     for n in NODES:  # dpkg was kept from restarting services only for the upgrade's duration

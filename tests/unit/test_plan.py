@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import shlex
+import subprocess
 
 import pytest
 
@@ -376,3 +377,40 @@ def test_a_package_version_pin_touches_the_packages_step_then_the_rolling_restar
     assert 'pins="postgresql-15=15.20-0+deb12u1 postgresql-client-15=15.20-0+deb12u1"' in script
     # dpkg must not restart PostgreSQL on every node at once: policy-rc.d says 101 for the install, then goes.
     assert "exit 101" in script and "trap restore_policy EXIT" in script and "--allow-downgrades $outdated" in script
+
+
+def _membership_check(tmp_path, nodes: list[dict[str, str]], recorded: list[dict[str, str]], primary: str):
+    """Run the membership-check step's script against a recorded member list, with psql answering 'f' (primary)
+    for the primary's address only (a stand-in for the network: the logic under test is the script's)."""
+    step = next(s for s in provisioning_plan(debian12(nodes=nodes)) if s.name == "membership-check")
+    script = shlex.split(step.create)[4].replace("/var/lib/pgha/members", str(tmp_path / "members"))
+    (tmp_path / "members").write_text("".join(f"{n['name']} {n['address']}\n" for n in recorded))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "runuser").write_text('#!/bin/bash\nshift 3\nexec "$@"\n')  # runuser -u postgres -- CMD...
+    address = next(n["address"] for n in recorded if n["name"] == primary)
+    (bin_dir / "psql").write_text(f'#!/bin/bash\ncase "$*" in *"host={address} "*) echo f ;; *) echo t ;; esac\n')
+    for tool in ("runuser", "psql"):
+        (bin_dir / tool).chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, check=False)
+
+
+def test_membership_check_refuses_a_change_that_drops_the_primary_or_moves_a_node_before_anything_is_written(
+    tmp_path,
+) -> None:
+    three, five = FIVE[:3], FIVE
+    grown = _membership_check(tmp_path, five, three, primary="db-b")
+    assert grown.returncode == 0 and "primary db-b stays" in grown.stdout, grown
+    shrunk = _membership_check(tmp_path, three, five, primary="db-a")
+    assert shrunk.returncode == 0, shrunk
+    dropped = _membership_check(tmp_path, three, five, primary="db-e")
+    assert dropped.returncode == 1 and "the primary, db-e, is not in the new list" in dropped.stderr, dropped
+    moved = _membership_check(tmp_path, [five[0], five[2], five[3]], five, primary="db-a")
+    assert moved.returncode == 1 and "db-c would move from position 2 to 1" in moved.stderr, moved
+    # Nothing can be written before every node's check passed.
+    steps = provisioning_plan(debian12(nodes=FIVE))
+    checks = {s.ref for s in steps if s.name == "membership-check"}
+    assert len(checks) == 5
+    for directories in (s for s in steps if s.name == "directories"):
+        assert checks <= set(directories.after), directories.ref
