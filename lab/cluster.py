@@ -851,6 +851,7 @@ class Writer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="writer", daemon=True)
         self._conn: psycopg.Connection[Any] | None = None
+        self._in_flight: tuple[int, float] | None = None  # (id, start) of the attempt waiting for an answer
 
     def start(self) -> Writer:
         ensure_writes_table()
@@ -864,6 +865,7 @@ class Writer:
         while not self._stop.is_set() and time.monotonic() < deadline and next_id < self.max_rows:
             next_id += 1
             t0 = time.monotonic()
+            self._in_flight = (next_id, t0)
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = connect(self.host, self.port, timeout=1, application_name="pgha-writer")
@@ -875,6 +877,11 @@ class Writer:
                 self.result.attempts.append(Attempt(next_id, t0, time.monotonic(), False, error=str(e).strip()[:200]))
                 self._close()
                 self._stop.wait(0.1)
+            except Exception as e:  # not a database error: the writer itself broke; say so in its last attempt
+                self.result.attempts.append(Attempt(next_id, t0, time.monotonic(), False, error=f"writer: {e!r}"))
+                break
+            finally:
+                self._in_flight = None
         self._close()
 
     def _close(self) -> None:
@@ -901,11 +908,20 @@ class Writer:
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning("writer still blocked %.0f s after stop: abandoning its connection", timeout)
+            in_flight = self._in_flight
             conn = self._conn
             if conn is not None:
                 with contextlib.suppress(Exception):
                     conn.cancel_safe(timeout=3)
             self._thread.join(5)
+            if self._thread.is_alive() and in_flight is not None:
+                # A write that never returned is a failed one (and the last one): a hung session must not pass
+                # for a run whose every recorded write worked.
+                row, began = in_flight
+                waited = time.monotonic() - began
+                self.result.attempts.append(
+                    Attempt(row, began, time.monotonic(), False, error=f"no answer in {waited:.0f} s")
+                )
         return self.result
 
     def __enter__(self) -> Writer:
