@@ -82,6 +82,12 @@ PASSWORD_KEYS = ("postgresPassword", "replicationPassword", "pgpoolPassword", "p
 _DEB_VERSION = re.compile(r"^[0-9][A-Za-z0-9.+~]*(-[A-Za-z0-9.+~]+)?$")
 
 
+def _debian_version(value: str | None) -> str | None:
+    if value is not None and not _DEB_VERSION.match(value):
+        raise ValueError(f"{value!r} is not a Debian package version (e.g. 15.20-0+deb12u1, 4.3.5-1+deb12u1)")
+    return value
+
+
 class ConfigError(ValueError):
     """Bad stack configuration. The message names every offending key."""
 
@@ -253,12 +259,7 @@ class PostgreSQL(_Model):
     # then the rolling restart above applies the new binaries: standbys one at a time, then the switchover.
     package_version: str | None = None
 
-    @field_validator("package_version")
-    @classmethod
-    def _package_version(cls, value: str | None) -> str | None:
-        if value is not None and not _DEB_VERSION.match(value):
-            raise ValueError(f"{value!r} is not a Debian package version (e.g. 15.20-0+deb12u1)")
-        return value
+    _package_version = field_validator("package_version")(classmethod(lambda cls, value: _debian_version(value)))
 
     @model_validator(mode="after")
     def _package_version_matches(self) -> PostgreSQL:
@@ -367,12 +368,7 @@ class Pgpool(_Model):
     # installed. A change installs it on every node, then the pgpools restart one after another.
     package_version: str | None = None
 
-    @field_validator("package_version")
-    @classmethod
-    def _package_version(cls, value: str | None) -> str | None:
-        if value is not None and not _DEB_VERSION.match(value):
-            raise ValueError(f"{value!r} is not a Debian package version (e.g. 4.3.5-1+deb12u1)")
-        return value
+    _package_version = field_validator("package_version")(classmethod(lambda cls, value: _debian_version(value)))
 
     @model_validator(mode="after")
     def _package_version_matches(self) -> Pgpool:
