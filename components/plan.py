@@ -28,6 +28,7 @@ from pathlib import PurePosixPath
 from .config import ClusterConfig, Node
 from .render import (
     HOLD_CONF,
+    MEMBERS_STATE,
     ServerFile,
     parse_settings,
     postgresql_restart_only,
@@ -528,7 +529,7 @@ def _membership_check_script(config: ClusterConfig) -> str:
     pg = config.postgresql
     names = " ".join(n.name for n in config.nodes)
     return rf"""
-state=/var/lib/pgha/members
+state={MEMBERS_STATE}
 new=({names})
 if [ ! -s "$state" ]; then
   echo "unchanged: no cluster membership recorded on this node yet (new node or first up): nothing to check"
@@ -757,8 +758,6 @@ def provisioning_plan(config: ClusterConfig) -> list[Step]:
     file_refs: dict[str, list[str]] = {}
     pg_refs: dict[str, list[str]] = {}
 
-    # Phase 1, every node: packages, directories, files (except those in the data directory), ssh host keys,
-    # firewall, PostgreSQL configured for either role.
     # Phase 0: a change to `nodes` is checked on every node that is already a member before any node writes
     # anything (every directories step, and so every file, waits for every check).
     checks = []
@@ -771,6 +770,8 @@ def provisioning_plan(config: ClusterConfig) -> list[Step]:
         )  # fmt: skip
         steps.append(check)
         checks.append(check.ref)
+    # Phase 1, every node: directories, files (except those in the data directory), ssh host keys, firewall,
+    # PostgreSQL configured for either role.
     for node in config.nodes:
         n = node.name
         steps.append(

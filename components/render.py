@@ -37,6 +37,8 @@ LOCAL_CONF = "/etc/pgpool2/pgpool_local.conf"
 SECRETS_CONF = "/etc/pgpool2/pgpool_secrets.conf"
 # Empty at rest; during a password change it pauses pgpool's health checks (components.plan, passwords-hold).
 HOLD_CONF = "/etc/pgpool2/pgpool_hold.conf"
+# The cluster members (name address) a node recorded at its last join (pgha-members; read by membership-check).
+MEMBERS_STATE = "/var/lib/pgha/members"
 _META = re.compile(r"^\{#-?\s*pgha:(?P<meta>[^#]*)-?#\}")
 _PLACEHOLDER = re.compile(r"^<secret:(?P<name>[a-z_]+)>$")
 
@@ -254,6 +256,7 @@ def context(config: ClusterConfig, node: Node, secrets: ClusterSecrets) -> dict[
         "local_conf": LOCAL_CONF,
         "secrets_conf": SECRETS_CONF,
         "hold_conf": HOLD_CONF,
+        "members_state": MEMBERS_STATE,
         "pg_unit": f"postgresql@{config.postgresql.version}-main",
         "standby_conf": f"{config.pg_config_directory}/pgha-standby.conf",
         "member_marker": f"/var/lib/postgresql/{config.postgresql.version}/pgha-member",

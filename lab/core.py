@@ -612,14 +612,19 @@ class Lab:
             if self.is_running(node):
                 log.info("start: %s is already running", node)
                 return
-            self.ensure_ssh_key()
-            net.ensure_switch()
-            net.ensure_server_net(s, cable_up=False)
-            self._mount_overlay(s, fresh=False)
-            self.write_known_hosts()
-            self._spawn(s)
-            st = self._wait_ready(s)
+            st = self._boot(s, cable_up=False)
             log.info("start: %s booted (%s) in %.1f s", node, st, time.monotonic() - t0)
+
+    def _boot(self, s: Server, *, cable_up: bool) -> str:
+        """Network, overlay (kept if it exists, else fresh), known hosts; boot unless running; wait until ready."""
+        self.ensure_ssh_key()
+        net.ensure_switch()
+        net.ensure_server_net(s, cable_up=cable_up)
+        self._mount_overlay(s, fresh=False)  # no overlay yet (a server being added): a fresh one
+        self.write_known_hosts()
+        if not self.is_running(s.name):
+            self._spawn(s)
+        return self._wait_ready(s)
 
     def stop(self, node: str) -> None:
         """Clean poweroff of one server (it stays off: no reboot), then its NIC goes dark like a crashed one."""
@@ -722,13 +727,7 @@ class Lab:
             if self.paths(s).root.is_dir() and self._healthy(s):
                 log.info("add: %s is already in the lab and healthy", node)
                 return
-            self.ensure_ssh_key()
-            net.ensure_server_net(s, cable_up=True)
-            self._mount_overlay(s, fresh=not self.paths(s).root.is_dir())
-            self.write_known_hosts()
-            if not self.is_running(node):
-                self._spawn(s)
-            st = self._wait_ready(s)
+            st = self._boot(s, cable_up=True)
             log.info("add: %s booted (%s) in %.1f s", node, st, time.monotonic() - t0)
 
     def remove(self, node: str) -> None:

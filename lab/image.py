@@ -59,13 +59,9 @@ def _debian_version_compare(a: str, b: str) -> int:
 
 @functools.cache
 def image_packages() -> tuple[str, ...]:
-    pinned = []
-    for package in BASE_PACKAGES:
-        versions = package_versions(package) if package in UPGRADABLE_PACKAGES else []
-        pinned.append(f"{package}={versions[-1]}" if len(versions) > 1 else package)
-    extra = [f"{p}={package_versions(p)[-1]}" for p in UPGRADABLE_PACKAGES if p not in BASE_PACKAGES
-             if len(package_versions(p)) > 1]  # fmt: skip
-    return (*pinned, *extra)
+    """BASE_PACKAGES (plus libpq5), each upgradable one pinned to its oldest version when apt offers several."""
+    oldest = {p: f"{p}={v[-1]}" for p in UPGRADABLE_PACKAGES if len(v := package_versions(p)) > 1}
+    return (*(oldest.pop(p, p) for p in BASE_PACKAGES), *oldest.values())
 
 
 def recipe_hash() -> str:

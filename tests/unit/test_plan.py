@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from components.plan import Step, provisioning_plan
-from components.render import render_node_files, scram_salt, scram_sha256_verifier
+from components.render import MEMBERS_STATE, render_node_files, scram_salt, scram_sha256_verifier
 
 from .test_render import FAKE, debian12, secret_values, stack
 
@@ -383,7 +383,7 @@ def _membership_check(tmp_path, nodes: list[dict[str, str]], recorded: list[dict
     """Run the membership-check step's script against a recorded member list, with psql answering 'f' (primary)
     for the primary's address only (a stand-in for the network: the logic under test is the script's)."""
     step = next(s for s in provisioning_plan(debian12(nodes=nodes)) if s.name == "membership-check")
-    script = shlex.split(step.create)[4].replace("/var/lib/pgha/members", str(tmp_path / "members"))
+    script = shlex.split(step.create)[4].replace(MEMBERS_STATE, str(tmp_path / "members"))
     (tmp_path / "members").write_text("".join(f"{n['name']} {n['address']}\n" for n in recorded))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
