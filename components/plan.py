@@ -567,6 +567,71 @@ echo "unchanged: members ${{old[*]}} -> ${{new[*]}}: primary ${{primary:-not fou
 """
 
 
+# PostgreSQL's hot-standby rule: a standby refuses to start (it aborts recovery) when one of these is lower than the
+# primary's value, which the primary records in its WAL at start. Absent from our files -> PostgreSQL's default.
+HOT_STANDBY_MINIMUMS = {
+    "max_connections": "100",
+    "max_locks_per_transaction": "64",
+    "max_prepared_transactions": "0",
+    "max_wal_senders": "10",
+    "max_worker_processes": "8",
+}
+
+
+def _hot_standby_values(config: ClusterConfig, files_by_node: dict[str, list[ServerFile]]) -> dict[str, str]:
+    """The values of the hot-standby settings the nodes get (identical on every node)."""
+    values = dict(HOT_STANDBY_MINIMUMS)
+    for file in files_by_node[config.nodes[0].name]:
+        if file.service == "postgresql" and file.apply == "params":
+            values.update({k: v for k, v in parse_settings(file.content).items() if k in values})
+    return values
+
+
+def _hot_standby_check_script(config: ClusterConfig, values: dict[str, str]) -> str:
+    """Before anything is written anywhere: none of the hot-standby settings may go below the running primary's value.
+    Raising them is fine (standbys restart first, then the switchover). Lowering one would leave every standby that
+    restarts with it unable to start (a CI-style run of this program lost a standby that way), and it can only be
+    done by restarting the primary itself with the lower value first: a write outage `up` does not cause on its own."""
+    pg = config.postgresql
+    pg_names = ", ".join(f"'{k}'" for k in values)
+    wanted = " ".join(f"[{k}]={v}" for k, v in values.items())
+    return rf"""
+state={MEMBERS_STATE}
+declare -A wanted=({wanted})
+if [ ! -s "$state" ]; then
+  echo "unchanged: no cluster membership recorded on this node yet (new node or first up): nothing to compare"
+  exit 0
+fi
+primary="" running=""
+while read -r name address; do
+  [ -n "$name" ] || continue
+  answer=$(runuser -u postgres -- env PGPASSFILE=/var/lib/postgresql/.pgpass psql -XAtqw -F= \
+    "host=$address port={pg.port} user={pg.check_user} dbname=postgres connect_timeout=3" \
+    -c 'SELECT pg_is_in_recovery()' -c "SELECT name, setting FROM pg_settings WHERE name IN ({pg_names}) ORDER BY 1" \
+    2>/dev/null || true)
+  if [ "$(head -n 1 <<<"$answer")" = f ]; then primary=$name running=$(tail -n +2 <<<"$answer"); break; fi
+done <"$state"
+if [ -z "$primary" ]; then
+  echo "unchanged: no recorded member answers as the primary: nothing to compare"
+  exit 0
+fi
+too_low=""
+while IFS='=' read -r name value; do
+  [ -n "$name" ] || continue
+  if [ "${{wanted[$name]}}" -lt "$value" ]; then
+    too_low="$too_low postgresql.parameters.$name=${{wanted[$name]}} (the primary, $primary, runs $value);"
+  fi
+done <<<"$running"
+if [ -n "$too_low" ]; then
+  echo "failed:$too_low PostgreSQL standbys cannot run with a lower value than their primary, so these settings" \
+    "can only go down by restarting the primary with the new value first (a write outage): pulumi up does not do" \
+    "that; keep the current value (nothing was changed)" >&2
+  exit 1
+fi
+echo "unchanged: hot-standby settings not below the primary's ($primary): $(tr '\n' ' ' <<<"$running")"
+"""
+
+
 _PGPOOL_SERVICE = r"""
 restart_fp=$1 reload_fp=$2
 state=/var/lib/pgha/pgpool.applied
@@ -761,6 +826,7 @@ def provisioning_plan(config: ClusterConfig) -> list[Step]:
     # Phase 0: a change to `nodes` is checked on every node that is already a member before any node writes
     # anything (every directories step, and so every file, waits for every check).
     checks = []
+    hot_standby_values = _hot_standby_values(config, files_by_node)
     for node in config.nodes:
         n = node.name
         steps.append(Step(n, "packages", _sudo_script("packages", _packages_script(config))))
@@ -770,6 +836,12 @@ def provisioning_plan(config: ClusterConfig) -> list[Step]:
         )  # fmt: skip
         steps.append(check)
         checks.append(check.ref)
+        hot_standby_script = _hot_standby_check_script(config, hot_standby_values)
+        hot_standby = Step(
+            n, "hot-standby-check", _sudo_script("hot-standby-check", hot_standby_script), after=(f"{n}/packages",)
+        )
+        steps.append(hot_standby)
+        checks.append(hot_standby.ref)
     # Phase 1, every node: directories, files (except those in the data directory), ssh host keys, firewall,
     # PostgreSQL configured for either role.
     for node in config.nodes:

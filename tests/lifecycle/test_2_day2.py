@@ -46,8 +46,8 @@ RESTART_ONLY_PG = {**RESTART_ONLY, "postgresql": {"parameters": {"max_connection
 PG_RESTART_STEPS = {
     f"{n}-{step}"
     for n in NODES
-    for step in ("file-etc-postgresql-15-main-confd-pghaconf", "postgresql-config", "postgresql-restart",
-                 "postgresql-switchover")
+    for step in ("hot-standby-check", "file-etc-postgresql-15-main-confd-pghaconf", "postgresql-config",
+                 "postgresql-restart", "postgresql-switchover")
 }  # fmt: skip
 
 
@@ -144,6 +144,18 @@ def test_a_restart_only_postgresql_setting_restarts_the_standbys_then_switches_o
     # The same config again: nothing to do (the steps' commands did not change; the servers agree).
     again = stack.preview(overrides=RESTART_ONLY_PG, expect_no_changes=True)
     ENGINE_OUTPUT.append(again.output)
+    # Lowering it again is refused on every node before anything is written: a standby cannot start with less than
+    # its primary (found live: a standby restarted with 120 under a primary at 130 aborted its recovery).
+    conf = "md5sum /etc/postgresql/15/main/conf.d/pgha.conf"
+    before = {n: lab.exec(n, conf).stdout for n in NODES}
+    lowered = {**RESTART_ONLY_PG, "postgresql": {"parameters": {"max_connections": 110}}}
+    refused = stack.up(overrides=lowered, check=False)
+    ENGINE_OUTPUT.append(refused.output)
+    assert refused.returncode != 0, refused.output[-3000:]
+    message = f"postgresql.parameters.max_connections=110 (the primary, {report['primary_after']}, runs 120)"
+    assert refused.output.count(message) >= 3, refused.output[-3000:]  # every node refused it
+    assert {n: lab.exec(n, conf).stdout for n in NODES} == before, "a refused change wrote files"
+    cluster.wait_healthy(60, warmup=False)
 
 
 # The config changes made so far that later `up`s must keep (else they would revert them).

@@ -414,3 +414,47 @@ def test_membership_check_refuses_a_change_that_drops_the_primary_or_moves_a_nod
     assert len(checks) == 5
     for directories in (s for s in steps if s.name == "directories"):
         assert checks <= set(directories.after), directories.ref
+
+
+def _hot_standby_check(tmp_path, parameters: dict[str, int], primary_runs: dict[str, int]):
+    """Run the hot-standby-check step's script with the stack's `parameters`, psql answering as the primary on the
+    second recorded member with `primary_runs` (a stand-in for the network: the logic under test is the script's)."""
+    config = debian12(postgresql={"version": 15, "parameters": parameters})
+    step = next(s for s in provisioning_plan(config) if s.name == "hot-standby-check")
+    script = shlex.split(step.create)[4].replace(MEMBERS_STATE, str(tmp_path / "members"))
+    (tmp_path / "members").write_text("".join(f"{n['name']} {n['address']}\n" for n in FIVE[:3]))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "runuser").write_text('#!/bin/bash\nshift 3\nexec "$@"\n')  # runuser -u postgres -- CMD...
+    rows = "".join(f"{k}={v}\\n" for k, v in sorted(primary_runs.items()))
+    (bin_dir / "psql").write_text(
+        f'#!/bin/bash\ncase "$*" in *"host={FIVE[1]["address"]} "*) printf "f\\n{rows}" ;; *) echo t ;; esac\n'
+    )
+    for tool in ("runuser", "psql"):
+        (bin_dir / tool).chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, check=False)
+
+
+def test_hot_standby_check_refuses_lowering_a_setting_below_the_running_primary_before_anything_is_written(
+    tmp_path,
+) -> None:
+    running = {"max_connections": 130, "max_locks_per_transaction": 64, "max_prepared_transactions": 0,
+               "max_wal_senders": 10, "max_worker_processes": 8}  # fmt: skip
+    raised = _hot_standby_check(tmp_path, {"max_connections": 140}, running)
+    assert raised.returncode == 0 and "not below the primary's (db-b)" in raised.stdout, raised
+    same = _hot_standby_check(tmp_path, {"max_connections": 130}, running)
+    assert same.returncode == 0, same
+    lowered = _hot_standby_check(tmp_path, {"max_connections": 120, "max_worker_processes": 4}, running)
+    assert lowered.returncode == 1, lowered
+    assert "postgresql.parameters.max_connections=120 (the primary, db-b, runs 130)" in lowered.stderr, lowered
+    assert "postgresql.parameters.max_worker_processes=4 (the primary, db-b, runs 8)" in lowered.stderr, lowered
+    # Left out of the stack: PostgreSQL's default (100) is what the nodes get, and it is lower than 130.
+    default = _hot_standby_check(tmp_path, {}, running)
+    assert default.returncode == 1 and "max_connections=100 (the primary, db-b, runs 130)" in default.stderr, default
+    # Nothing can be written before every node's check passed.
+    steps = provisioning_plan(debian12())
+    checks = {s.ref for s in steps if s.name == "hot-standby-check"}
+    assert len(checks) == 3
+    for directories in (s for s in steps if s.name == "directories"):
+        assert checks <= set(directories.after), directories.ref
