@@ -603,6 +603,22 @@ class Cluster:
                 break
         raise LabError(f"pcp_recovery_node -n {nid} ({node}) failed: " + "; ".join(errors))
 
+    def stop_primary_cleanly(self, node: str) -> None:
+        """What a switchover does to the primary (pgha-apply-restart): a checkpoint, then a clean stop."""
+        rc, out = self.as_postgres(node, f"psql -XAtq -p {settings().pg_port} -c CHECKPOINT")
+        if rc != 0:
+            raise LabError(f"CHECKPOINT on {node} failed: {out.strip()[-300:]}")
+        self.lab.stop_service(node, settings().pg_unit)
+
+    def move_primary_off(self, node: str, timeout: float = 300) -> str:
+        """The primary moves away from node (clean stop, pgpool fails over, node rebuilt as a standby by online
+        recovery); returns the new primary."""
+        self.stop_primary_cleanly(node)
+        new = self.wait_for_primary(min(timeout, 120), not_on=node)
+        self.recover_node(node, timeout)
+        self.wait_healthy(timeout, warmup=False)
+        return new
+
     def streaming_standbys(self, primary: str) -> set[str]:
         """application_name of the standbys streaming from primary (its pg_stat_replication, asked directly)."""
         rows = try_query(
