@@ -379,21 +379,27 @@ def test_a_package_version_pin_touches_the_packages_step_then_the_rolling_restar
     assert "exit 101" in script and "trap restore_policy EXIT" in script and "--allow-downgrades $outdated" in script
 
 
-def _membership_check(tmp_path, nodes: list[dict[str, str]], recorded: list[dict[str, str]], primary: str):
-    """Run the membership-check step's script against a recorded member list, with psql answering 'f' (primary)
-    for the primary's address only (a stand-in for the network: the logic under test is the script's)."""
-    step = next(s for s in provisioning_plan(debian12(nodes=nodes)) if s.name == "membership-check")
+def _run_check_step(tmp_path, config, name: str, recorded: list[dict[str, str]], psql_body: str):
+    """Run a phase-0 check step's script against a recorded member list, with a stand-in psql whose body is
+    `psql_body` (a bash `case` on its arguments: a stand-in for the network: the logic under test is the script's)."""
+    step = next(s for s in provisioning_plan(config) if s.name == name)
     script = shlex.split(step.create)[4].replace(MEMBERS_STATE, str(tmp_path / "members"))
     (tmp_path / "members").write_text("".join(f"{n['name']} {n['address']}\n" for n in recorded))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     (bin_dir / "runuser").write_text('#!/bin/bash\nshift 3\nexec "$@"\n')  # runuser -u postgres -- CMD...
-    address = next(n["address"] for n in recorded if n["name"] == primary)
-    (bin_dir / "psql").write_text(f'#!/bin/bash\ncase "$*" in *"host={address} "*) echo f ;; *) echo t ;; esac\n')
+    (bin_dir / "psql").write_text(f"#!/bin/bash\n{psql_body}\n")
     for tool in ("runuser", "psql"):
         (bin_dir / tool).chmod(0o755)
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
     return subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, check=False)
+
+
+def _membership_check(tmp_path, nodes: list[dict[str, str]], recorded: list[dict[str, str]], primary: str):
+    """The membership-check step with psql answering 'f' (primary) for the primary's address only."""
+    address = next(n["address"] for n in recorded if n["name"] == primary)
+    psql = f'case "$*" in *"host={address} "*) echo f ;; *) echo t ;; esac'
+    return _run_check_step(tmp_path, debian12(nodes=nodes), "membership-check", recorded, psql)
 
 
 def test_membership_check_refuses_a_change_that_drops_the_primary_or_moves_a_node_before_anything_is_written(
@@ -417,23 +423,12 @@ def test_membership_check_refuses_a_change_that_drops_the_primary_or_moves_a_nod
 
 
 def _hot_standby_check(tmp_path, parameters: dict[str, int], primary_runs: dict[str, int]):
-    """Run the hot-standby-check step's script with the stack's `parameters`, psql answering as the primary on the
-    second recorded member with `primary_runs` (a stand-in for the network: the logic under test is the script's)."""
+    """The hot-standby-check step with the stack's `parameters`, psql answering as the primary on the second recorded
+    member with `primary_runs`."""
     config = debian12(postgresql={"version": 15, "parameters": parameters})
-    step = next(s for s in provisioning_plan(config) if s.name == "hot-standby-check")
-    script = shlex.split(step.create)[4].replace(MEMBERS_STATE, str(tmp_path / "members"))
-    (tmp_path / "members").write_text("".join(f"{n['name']} {n['address']}\n" for n in FIVE[:3]))
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    (bin_dir / "runuser").write_text('#!/bin/bash\nshift 3\nexec "$@"\n')  # runuser -u postgres -- CMD...
     rows = "".join(f"{k}={v}\\n" for k, v in sorted(primary_runs.items()))
-    (bin_dir / "psql").write_text(
-        f'#!/bin/bash\ncase "$*" in *"host={FIVE[1]["address"]} "*) printf "f\\n{rows}" ;; *) echo t ;; esac\n'
-    )
-    for tool in ("runuser", "psql"):
-        (bin_dir / tool).chmod(0o755)
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
-    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, check=False)
+    psql = f'case "$*" in *"host={FIVE[1]["address"]} "*) printf "f\\n{rows}" ;; *) echo t ;; esac'
+    return _run_check_step(tmp_path, config, "hot-standby-check", FIVE[:3], psql)
 
 
 def test_hot_standby_check_refuses_lowering_a_setting_below_the_running_primary_before_anything_is_written(
