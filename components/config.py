@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 PROJECT = "pgpool-ha"
@@ -82,10 +82,13 @@ PASSWORD_KEYS = ("postgresPassword", "replicationPassword", "pgpoolPassword", "p
 _DEB_VERSION = re.compile(r"^[0-9][A-Za-z0-9.+~]*(-[A-Za-z0-9.+~]+)?$")
 
 
-def _debian_version(value: str | None) -> str | None:
-    if value is not None and not _DEB_VERSION.match(value):
+def _debian_version(value: str) -> str:
+    if not _DEB_VERSION.match(value):
         raise ValueError(f"{value!r} is not a Debian package version (e.g. 15.20-0+deb12u1, 4.3.5-1+deb12u1)")
     return value
+
+
+DebianVersion = Annotated[str, AfterValidator(_debian_version)]
 
 
 class ConfigError(ValueError):
@@ -257,9 +260,7 @@ class PostgreSQL(_Model):
     # The exact Debian version of postgresql-N and postgresql-client-N (e.g. 15.20-0+deb12u1). Unset: whatever is
     # installed stays. Changing it upgrades (or downgrades) the packages on every node without restarting anything,
     # then the rolling restart above applies the new binaries: standbys one at a time, then the switchover.
-    package_version: str | None = None
-
-    _package_version = field_validator("package_version")(classmethod(lambda cls, value: _debian_version(value)))
+    package_version: DebianVersion | None = None
 
     @model_validator(mode="after")
     def _package_version_matches(self) -> PostgreSQL:
@@ -366,9 +367,7 @@ class Pgpool(_Model):
     pcp_user: str = "pgpool"
     # The exact Debian version of pgpool2, libpgpool2 and postgresql-N-pgpool2 (e.g. 4.3.5-1+deb12u1); unset: as
     # installed. A change installs it on every node, then the pgpools restart one after another.
-    package_version: str | None = None
-
-    _package_version = field_validator("package_version")(classmethod(lambda cls, value: _debian_version(value)))
+    package_version: DebianVersion | None = None
 
     @model_validator(mode="after")
     def _package_version_matches(self) -> Pgpool:

@@ -522,13 +522,24 @@ else echo "unchanged: kernel settings in force"; fi
 """
 
 
+def _ask_member_function(config: ClusterConfig) -> str:
+    """`ask ADDRESS -c SQL...`: a query to a recorded member as the check user, with the credentials already in place
+    (the phase-0 checks need nothing the change is about to rewrite); prints nothing when it does not answer."""
+    pg = config.postgresql
+    return (
+        "ask() { runuser -u postgres -- env PGPASSFILE=/var/lib/postgresql/.pgpass psql -XAtqw -F= "
+        f'"host=$1 port={pg.port} user={pg.check_user} dbname=postgres connect_timeout=3" "${{@:2}}" 2>/dev/null '
+        "|| true; }"
+    )
+
+
 def _membership_check_script(config: ClusterConfig) -> str:
     """Before anything is written anywhere: a change to `nodes` must keep the primary and the surviving nodes'
     positions (pgpool's backend ids). Reads the members this node recorded at its last join (name address), and
     asks them over the network with the credentials in place, so it needs nothing the change is about to rewrite."""
-    pg = config.postgresql
     names = " ".join(n.name for n in config.nodes)
     return rf"""
+{_ask_member_function(config)}
 state={MEMBERS_STATE}
 new=({names})
 if [ ! -s "$state" ]; then
@@ -541,10 +552,7 @@ while read -r name address; do
   [ -n "$name" ] || continue
   old+=("$name")
   if [ -z "$primary" ]; then
-    answer=$(runuser -u postgres -- env PGPASSFILE=/var/lib/postgresql/.pgpass psql -XAtqw \
-      "host=$address port={pg.port} user={pg.check_user} dbname=postgres connect_timeout=3" \
-      -c 'SELECT pg_is_in_recovery()' 2>/dev/null || true)
-    if [ "$answer" = f ]; then primary=$name; fi
+    if [ "$(ask "$address" -c 'SELECT pg_is_in_recovery()')" = f ]; then primary=$name; fi
   fi
 done <"$state"
 # pgpool numbers its backends by position: a node that stays keeps its place (add at the end, remove from the end).
@@ -592,10 +600,10 @@ def _hot_standby_check_script(config: ClusterConfig, values: dict[str, str]) -> 
     Raising them is fine (standbys restart first, then the switchover). Lowering one would leave every standby that
     restarts with it unable to start (a CI-style run of this program lost a standby that way), and it can only be
     done by restarting the primary itself with the lower value first: a write outage `up` does not cause on its own."""
-    pg = config.postgresql
     pg_names = ", ".join(f"'{k}'" for k in values)
     wanted = " ".join(f"[{k}]={v}" for k, v in values.items())
     return rf"""
+{_ask_member_function(config)}
 state={MEMBERS_STATE}
 declare -A wanted=({wanted})
 if [ ! -s "$state" ]; then
@@ -605,10 +613,8 @@ fi
 primary="" running=""
 while read -r name address; do
   [ -n "$name" ] || continue
-  answer=$(runuser -u postgres -- env PGPASSFILE=/var/lib/postgresql/.pgpass psql -XAtqw -F= \
-    "host=$address port={pg.port} user={pg.check_user} dbname=postgres connect_timeout=3" \
-    -c 'SELECT pg_is_in_recovery()' -c "SELECT name, setting FROM pg_settings WHERE name IN ({pg_names}) ORDER BY 1" \
-    2>/dev/null || true)
+  answer=$(ask "$address" -c 'SELECT pg_is_in_recovery()' \
+    -c "SELECT name, setting FROM pg_settings WHERE name IN ({pg_names}) ORDER BY 1")
   if [ "$(head -n 1 <<<"$answer")" = f ]; then primary=$name running=$(tail -n +2 <<<"$answer"); break; fi
 done <"$state"
 if [ -z "$primary" ]; then
@@ -826,7 +832,7 @@ def provisioning_plan(config: ClusterConfig) -> list[Step]:
     # Phase 0: a change to `nodes` is checked on every node that is already a member before any node writes
     # anything (every directories step, and so every file, waits for every check).
     checks = []
-    hot_standby_values = _hot_standby_values(config, files_by_node)
+    hot_standby_script = _hot_standby_check_script(config, _hot_standby_values(config, files_by_node))
     for node in config.nodes:
         n = node.name
         steps.append(Step(n, "packages", _sudo_script("packages", _packages_script(config))))
@@ -836,7 +842,6 @@ def provisioning_plan(config: ClusterConfig) -> list[Step]:
         )  # fmt: skip
         steps.append(check)
         checks.append(check.ref)
-        hot_standby_script = _hot_standby_check_script(config, hot_standby_values)
         hot_standby = Step(
             n, "hot-standby-check", _sudo_script("hot-standby-check", hot_standby_script), after=(f"{n}/packages",)
         )

@@ -104,7 +104,7 @@ def test_a_reloadable_pgpool_setting_reloads_without_failover(
 def test_a_restart_only_pgpool_setting_restarts_them_one_after_another(
     stack: LabStack, cluster: Cluster, lab: Lab, report: dict[str, Any]
 ) -> None:
-    run, result, primary, elapsed = _up_under_a_writer(stack, cluster, RESTART_ONLY, PGPOOL_CONF_STEPS)
+    run, result, primary = _up_under_a_writer(stack, cluster, RESTART_ONLY, PGPOOL_CONF_STEPS)
     uptimes = _pgpool_uptimes(cluster)
     starts = sorted(time.monotonic() - u for u in uptimes.values())
     gaps = [b.start - a.end for a, b in zip(result.attempts, result.attempts[1:], strict=False)]
@@ -118,7 +118,7 @@ def test_a_restart_only_pgpool_setting_restarts_them_one_after_another(
             "largest_attempt_gap_s": round(max(gaps, default=0.0), 2),
         }
     )
-    assert all(u < elapsed + 5 for u in uptimes.values()), f"not every pgpool restarted: uptimes {uptimes}"
+    assert all(u < run.seconds + 5 for u in uptimes.values()), f"not every pgpool restarted: uptimes {uptimes}"
     # One after another: no two pgpools (re)started within the same second.
     assert all(b - a >= 1 for a, b in itertools.pairwise(starts)), f"pgpools restarted together: {starts}"
     assert primary_node() == primary, "a pgpool restart changed the primary"
@@ -132,7 +132,7 @@ def test_a_restart_only_pgpool_setting_restarts_them_one_after_another(
 def test_a_restart_only_postgresql_setting_restarts_the_standbys_then_switches_over(
     stack: LabStack, cluster: Cluster, lab: Lab, report: dict[str, Any]
 ) -> None:
-    run, result, primary, _ = _up_under_a_writer(stack, cluster, RESTART_ONLY_PG, PG_RESTART_STEPS)
+    run, result, primary = _up_under_a_writer(stack, cluster, RESTART_ONLY_PG, PG_RESTART_STEPS)
     _report_and_check_writes(report, run, result, primary_before=primary, primary_after=primary_node())
     show = "SHOW max_connections", "SELECT count(*) FROM pg_settings WHERE pending_restart"
     psql = ["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-c", show[0], "-c", show[1]]
@@ -300,15 +300,15 @@ def _health_checks_paused_by_the_hold(lab: Lab, node: str) -> dict[str, int]:
 
 def _up_under_a_writer(
     stack: LabStack, cluster: Cluster, overrides: dict[str, Any], steps: set[str]
-) -> tuple[Any, Any, str | None, float]:
+) -> tuple[Any, Any, str | None]:
     """Preview lists exactly `steps` as updates; then `up` while a writer commits through the VIP every 20 ms.
-    Returns the engine run, the writer's result, the primary before, and the up's duration (the CLI's run)."""
+    Returns the engine run (its duration: run.seconds), the writer's result and the primary before."""
     cluster.restore(warmup=False)
     planned = stack.plan(overrides=overrides)
     assert planned == dict.fromkeys(steps, "update"), planned
     primary = primary_node()
     run, result = _up_while_writing(stack, overrides, cluster)
-    return run, result, primary, run.seconds
+    return run, result, primary
 
 
 def _up_while_writing(stack: LabStack, overrides: dict[str, Any], cluster: Cluster | None = None) -> tuple[Any, Any]:
@@ -495,7 +495,7 @@ def test_a_postgresql_package_upgrade_rolls_through_the_standbys_then_switches_o
         "postgresql": {**CONFIG_NOW.get("postgresql", {}), "packageVersion": newest},
     }
     with lab_mirror.serving(mirror):
-        run, result, primary, _ = _up_under_a_writer(stack, cluster, overrides, UPGRADE_STEPS)
+        run, result, primary = _up_under_a_writer(stack, cluster, overrides, UPGRADE_STEPS)
     CONFIG_NOW.update(overrides)
     after = _server_versions(lab)
     versions_after = sorted(set(after.values()))
