@@ -22,7 +22,7 @@ if config.mode == "libvirt":
             private_key=private_key,
             ready=[infrastructure.machines[node.name].domain],
         )
-        for node in config.nodes
+        for node in config.all_hosts
     }
 else:
     hosts = {
@@ -33,7 +33,7 @@ else:
             port=config.existing_hosts.ssh_port,
             private_key=private_key,
         )
-        for node in config.nodes
+        for node in config.all_hosts
     }
 
 credentials = Credentials("credentials")
@@ -42,6 +42,16 @@ cluster = PostgresCluster("cluster", config, hosts, credentials.values)
 pulumi.export("vip", str(config.vip))
 pulumi.export("nodeAddresses", {node.name: str(node.address) for node in config.nodes})
 pulumi.export("pgpoolEndpoint", config.pgpool_endpoint)
+if config.backup is not None:
+    pulumi.export(
+        "backupRepository",
+        {
+            "host": config.backup.host.name,
+            "address": str(config.backup.host.address),
+            "stanza": config.stanza,
+            "restore": "sudo pgha-restore --time '...' | --latest",
+        },
+    )
 pulumi.export(
     "connectionString",
     pulumi.Output.secret(

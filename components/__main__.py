@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     written = render_tree(config, ClusterSecrets.placeholders(), args.out)
-    print(f"rendered {len(written)} files for {len(config.nodes)} nodes into {args.out}")
+    print(f"rendered {len(written)} files for {len(config.all_hosts)} hosts into {args.out}")
     return 0
 
 

@@ -102,7 +102,7 @@ class _Model(BaseModel):
 
 
 class Node(_Model):
-    """One database server: PostgreSQL, pgpool-II and its watchdog."""
+    """One server: a database node (PostgreSQL, pgpool-II and its watchdog), or the backup repository host."""
 
     name: str
     address: ipaddress.IPv4Address
@@ -416,6 +416,45 @@ class Fencing(_Model):
     isolation_seconds: int | None = Field(default=None, ge=1, le=600)
 
 
+# A systemd calendar expression (OnCalendar=); systemd-analyze calendar has the final word on the server.
+_CALENDAR = re.compile(r"^[A-Za-z0-9 ,.:*/~+-]{1,100}$")
+# A pgBackRest size (archive-push-queue-max): a number and an optional unit.
+_SIZE = re.compile(r"^[0-9]+(KiB|MiB|GiB|TiB|KB|MB|GB|TB|K|M|G|T)?$")
+
+
+class Backup(_Model):
+    """pgBackRest: a repository host of its own (not a database node) that takes full and differential backups of
+    whichever node is primary on a schedule, and receives every node's WAL (archive_command), for point-in-time
+    restores (pgha-restore on the repository host)."""
+
+    host: Node
+    # Full backups kept (older ones expire with the WAL only they needed); differential backups are kept per full.
+    retention_full: int = Field(default=2, ge=1, le=100)
+    # systemd OnCalendar expressions, on the repository host's clock.
+    full_schedule: str = "Sun *-*-* 01:00:00"
+    diff_schedule: str = "Mon..Sat *-*-* 01:00:00"
+    # WAL waiting to reach the repository beyond this is dropped (archive-push reports success, the backup chain has
+    # a gap, `pgbackrest check` and the log say so) instead of filling the primary's disk and stopping it.
+    archive_push_queue_max: str = "4GiB"
+    # libvirt mode: the repository VM (smaller than a database node, larger disk).
+    memory_mib: int = Field(default=1024, ge=512)
+    disk_gib: int = Field(default=40, ge=MIN_DISK_GIB)
+
+    @field_validator("full_schedule", "diff_schedule")
+    @classmethod
+    def _calendar(cls, value: str) -> str:
+        if not _CALENDAR.match(value):
+            raise ValueError(f"{value!r} is not a systemd calendar expression (e.g. 'Sun *-*-* 01:00:00')")
+        return value
+
+    @field_validator("archive_push_queue_max")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        if not _SIZE.match(value):
+            raise ValueError(f"{value!r} is not a size (e.g. 4GiB, 512MiB)")
+        return value
+
+
 IPv4Range = Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+\.\d+-\d+\.\d+\.\d+\.\d+$")]
 
 
@@ -445,6 +484,8 @@ class ClusterConfig(_Model):
     pgpool: Pgpool = Pgpool()
     firewall: Firewall = Firewall()
     fencing: Fencing = Fencing()
+    # None: no backups, no WAL archiving (stack files shipped with the project set it: new stacks have backups).
+    backup: Backup | None = None
 
     @field_validator("cluster_name")
     @classmethod
@@ -528,11 +569,37 @@ class ClusterConfig(_Model):
             )
         if self.mode == "libvirt" and not self.ssh_public_keys:
             errors.append("sshPublicKeys: mode 'libvirt' needs at least one key for the admin user of the new VMs")
+        if self.backup is not None:
+            errors.extend(self._backup_errors())
         if self.mode == "existing" and any(n.libvirt_uri for n in self.nodes):
             errors.append("nodes[].libvirtUri: only meaningful with mode 'libvirt'")
         if errors:
             raise ValueError("\n".join(errors))
         return self
+
+    def _backup_errors(self) -> list[str]:
+        assert self.backup is not None
+        host, net, errors = self.backup.host, self.subnet, []
+        if host.address not in net:
+            errors.append(f"backup.host.address: {host.address} ({host.name}) is outside subnet {net}")
+        elif host.address in (net.network_address, net.broadcast_address):
+            errors.append(f"backup.host.address: {host.address} is the network or broadcast address")
+        for node in self.nodes:
+            if host.name == node.name:
+                errors.append(f"backup.host.name: {host.name!r} is also a database node's name")
+            if host.address == node.address:
+                errors.append(f"backup.host.address: {host.address} is also node {node.name}'s address")
+        if host.address == self.vip:
+            errors.append(f"backup.host.address: {host.address} is the vip")
+        if host.address == self.gateway_address:
+            errors.append(f"backup.host.address: {host.address} is the gateway address")
+        if self.dhcp_range is not None:
+            start, end = self.dhcp_bounds
+            if start <= host.address <= end:
+                errors.append(f"dhcpRange: includes the backup host's static address {host.address}")
+        if self.mode == "existing" and host.libvirt_uri:
+            errors.append("backup.host.libvirtUri: only meaningful with mode 'libvirt'")
+        return errors
 
     def _package_errors(self) -> list[str]:
         pg, pgpool = self.postgresql.version, self.pgpool.version
@@ -571,7 +638,7 @@ class ClusterConfig(_Model):
     @property
     def hypervisor_uris(self) -> tuple[str, ...]:
         """Distinct hypervisor URIs in node order: one libvirt provider each."""
-        return tuple(dict.fromkeys(self.hypervisor_uri(n) for n in self.nodes))
+        return tuple(dict.fromkeys(self.hypervisor_uri(n) for n in self.all_hosts))
 
     @property
     def prefix_length(self) -> int:
@@ -581,6 +648,21 @@ class ClusterConfig(_Model):
     def fence_isolation_seconds(self) -> int:
         explicit = self.fencing.isolation_seconds
         return explicit if explicit is not None else max(3, min(30, self.pgpool.detection_seconds))
+
+    @property
+    def repository_host(self) -> Node | None:
+        """The pgBackRest repository host, when backups are configured."""
+        return self.backup.host if self.backup is not None else None
+
+    @property
+    def all_hosts(self) -> tuple[Node, ...]:
+        """Every server provisioning reaches: the database nodes, then the repository host."""
+        return (*self.nodes, *((self.backup.host,) if self.backup is not None else ()))
+
+    @property
+    def stanza(self) -> str:
+        """pgBackRest's name for this cluster's backups and WAL."""
+        return self.cluster_name
 
     @property
     def primary_node(self) -> Node:

@@ -44,10 +44,23 @@ class DatabaseNode(pulumi.ComponentResource):
         self.register_outputs({"steps": list(self.commands)})
 
 
+class BackupRepository(pulumi.ComponentResource):
+    """The backup repository host's provisioning commands: pgBackRest, its stanza and backup schedule."""
+
+    def __init__(self, name: str, host: Node, stanza: str, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(f"{PKG}:backup:BackupRepository", name, {"address": str(host.address), "stanza": stanza}, opts)
+        self.node = host
+        self.commands: dict[str, command.remote.Command] = {}
+
+    def finish(self) -> None:
+        self.register_outputs({"steps": list(self.commands)})
+
+
 class PostgresCluster(pulumi.ComponentResource):
     """PostgreSQL primary + streaming standbys and pgpool-II with watchdog and VIP on every node."""
 
     nodes: dict[str, DatabaseNode]
+    repository: BackupRepository | None
     commands: dict[str, command.remote.Command]
 
     def __init__(
@@ -63,11 +76,21 @@ class PostgresCluster(pulumi.ComponentResource):
             node.name: DatabaseNode(f"{name}-{node.name}", node, opts=pulumi.ResourceOptions(parent=self))
             for node in config.nodes
         }
+        self.repository = None
+        owners: dict[str, DatabaseNode | BackupRepository] = dict(self.nodes)
+        if config.backup is not None:
+            self.repository = BackupRepository(
+                f"{name}-{config.backup.host.name}",
+                config.backup.host,
+                config.stanza,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            owners[config.backup.host.name] = self.repository
         self.commands = {}
         placeholders = ClusterSecrets.placeholders()
         for step in provisioning_plan(config):
             access = hosts[step.node]
-            owner = self.nodes[step.node]
+            owner = owners[step.node]
             depends: list[pulumi.Resource] = [self.commands[ref] for ref in step.after]
             if not step.after:
                 depends.extend(access.ready)
@@ -99,8 +122,8 @@ class PostgresCluster(pulumi.ComponentResource):
                     delete_before_replace=True,
                 ),
             )
-        for node in self.nodes.values():
-            node.finish()
+        for owner in owners.values():
+            owner.finish()
         self.register_outputs({"steps": len(self.commands)})
 
 

@@ -110,7 +110,8 @@ class BaseImage(pulumi.ComponentResource):
 
 
 class VirtualMachine(pulumi.ComponentResource):
-    """One node's VM: copy-on-write root disk over the base image, cloud-init seed, domain with fixed MACs."""
+    """One server's VM (a database node, or the smaller backup repository host): copy-on-write root disk over the
+    base image, cloud-init seed, domain with fixed MACs."""
 
     root_volume: libvirt.Volume
     seed: libvirt.CloudInitDisk
@@ -131,12 +132,15 @@ class VirtualMachine(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         vm_name = f"{config.cluster_name}-{node.name}"
         seed = render_seed(config, node)
+        repository = config.backup is not None and node == config.backup.host
+        memory_mib = config.backup.memory_mib if config.backup is not None and repository else config.libvirt.memory_mib
+        disk_gib = config.backup.disk_gib if config.backup is not None and repository else config.libvirt.disk_gib
         self.root_volume = libvirt.Volume(
             f"{name}-root",
             name=f"{vm_name}-root.qcow2",
             pool=config.libvirt.pool,
             base_volume_id=base_image.volume.id,
-            size=config.libvirt.disk_gib * GIB,
+            size=disk_gib * GIB,
             format="qcow2",
             opts=child,
         )
@@ -155,7 +159,7 @@ class VirtualMachine(pulumi.ComponentResource):
             name=vm_name,
             type=config.libvirt.domain_type,
             vcpu=config.libvirt.vcpu,
-            memory=config.libvirt.memory_mib,
+            memory=memory_mib,
             autostart=True,
             # The guest agent's channel is in every domain the provider defines. qemu_agent=True would make the
             # provider ask the agent for addresses on every read, and fail the create while the VM still boots
@@ -180,7 +184,8 @@ class VirtualMachine(pulumi.ComponentResource):
 
 
 class Infrastructure(pulumi.ComponentResource):
-    """Everything libvirt creates: one provider, network and base image per hypervisor; one VM per node."""
+    """Everything libvirt creates: one provider, network and base image per hypervisor; one VM per node (and one
+    for the backup repository host)."""
 
     machines: dict[str, VirtualMachine]
 
@@ -203,7 +208,7 @@ class Infrastructure(pulumi.ComponentResource):
                 f"{name}-{suffix}-image", config, provider, opts=pulumi.ResourceOptions(parent=self)
             )
         self.machines = {}
-        for node in config.nodes:
+        for node in config.all_hosts:
             uri = config.hypervisor_uri(node)
             self.machines[node.name] = VirtualMachine(
                 f"{name}-{node.name}",

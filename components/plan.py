@@ -29,6 +29,8 @@ from .config import ClusterConfig, Node
 from .render import (
     HOLD_CONF,
     MEMBERS_STATE,
+    REPOSITORY_PATH,
+    REPOSITORY_USER,
     ServerFile,
     parse_settings,
     postgresql_restart_only,
@@ -137,7 +139,14 @@ def provisioning_packages(config: ClusterConfig) -> list[str]:
     ]
     if config.firewall.enabled:
         packages.append("nftables")
+    if config.backup is not None:
+        packages.append("pgbackrest")
     return packages
+
+
+def repository_packages(config: ClusterConfig) -> list[str]:
+    """What the backup repository host needs: pgBackRest and ssh (no PostgreSQL server)."""
+    return ["pgbackrest", "openssh-server", "openssh-client", *(["nftables"] if config.firewall.enabled else [])]
 
 
 def pinned_packages(config: ClusterConfig) -> list[str]:
@@ -266,6 +275,11 @@ def _dirs_script(config: ClusterConfig) -> str:
         ("/etc/systemd/system/pgpool2.service.d", "0755", "root:root"),
         (f"/etc/systemd/system/postgresql@{config.postgresql.version}-main.service.d", "0755", "root:root"),
     ]
+    if config.backup is not None:  # pgBackRest's log and the async archive's spool, written by archive_command
+        dirs += [
+            ("/var/log/pgbackrest", "0750", "postgres:postgres"),
+            ("/var/spool/pgbackrest", "0750", "postgres:postgres"),
+        ]
     lines = " ".join(f"{d}:{m}:{o}" for d, m, o in dirs)
     return rf"""
 changed=""
@@ -284,10 +298,15 @@ if [ -n "$changed" ]; then echo "changed: directories$changed"; else echo "uncha
 """
 
 
-def _known_hosts_script(config: ClusterConfig) -> str:
-    pairs = " ".join(f"{n.name}={n.address}" for n in config.nodes)
+def _known_hosts_script(config: ClusterConfig, repository: bool = False) -> str:
+    """Pin the host keys this host's ssh user needs, scanned over the cluster network now: postgres on a database
+    node (every node, and the repository host), pgbackrest on the repository host (every database node)."""
+    if repository:
+        hosts, dst, owner = config.nodes, f"/home/{REPOSITORY_USER}/.ssh/known_hosts", REPOSITORY_USER
+    else:
+        hosts, dst, owner = config.all_hosts, "/var/lib/postgresql/.ssh/known_hosts", "postgres"
+    pairs = " ".join(f"{n.name}={n.address}" for n in hosts)
     return rf"""
-# Pin every node's host key (postgres's ssh between the nodes), scanned over the cluster network now.
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 for pair in {pairs}; do
@@ -302,9 +321,9 @@ for pair in {pairs}; do
   if [ -z "$keys" ]; then echo "failed: no ssh host key from $name ($addr) after 10 tries" >&2; exit 1; fi
   echo "$keys" | awk -v n="$name,$addr" '{{ $1 = n; print }}' >>"$out"
 done
-dst=/var/lib/postgresql/.ssh/known_hosts
+dst={dst}
 if [ -f "$dst" ] && cmp -s "$out" "$dst"; then echo "unchanged: $dst"; exit 0; fi
-install -m 0644 -o postgres -g postgres "$out" "$dst"
+install -m 0644 -o {owner} -g {owner} "$out" "$dst"
 echo "changed: $dst"
 """
 
@@ -520,6 +539,152 @@ if [ -n "$changed" ]; then echo "changed: kernel settings$changed"
 elif [ -n "$pending" ]; then echo "unchanged: kernel settings NOT in force:$pending (set them on the host)"
 else echo "unchanged: kernel settings in force"; fi
 """
+
+
+# --- the backup repository host (pgBackRest) ---------------------------------------------------------------------
+def _repository_packages_script(config: ClusterConfig) -> str:
+    packages = " ".join(repository_packages(config))
+    return (
+        _mirror_script(config)
+        + rf"""
+package_source={config.package_source}
+missing=""
+for p in {packages}; do
+  dpkg-query -W -f='${{Status}}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  if [ "$package_source" = preinstalled ]; then
+    echo "failed: packageSource preinstalled but missing:$missing" >&2; exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  if command -v cloud-init >/dev/null; then cloud-init status --wait >/dev/null 2>&1 || true; fi
+  # shellcheck disable=SC2086
+  apt-get -q -o DPkg::Lock::Timeout=600 $APT_SOURCES update >/dev/null
+  # shellcheck disable=SC2086
+  apt-get -q -y -o DPkg::Lock::Timeout=600 $APT_SOURCES install $missing >/dev/null
+  echo "changed: installed:$missing (pgbackrest $(dpkg-query -W -f='${{Version}}' pgbackrest))"
+  if [ "$mirror_changed" = yes ]; then echo "changed: packageMirror source written"; fi
+else
+  echo "unchanged: all packages installed (pgbackrest $(dpkg-query -W -f='${{Version}}' pgbackrest))"
+fi
+"""
+    )
+
+
+def _repository_dirs_script() -> str:
+    user, home = REPOSITORY_USER, f"/home/{REPOSITORY_USER}"
+    dirs = [
+        ("/var/lib/pgha", "0755", "root:root"),
+        (home, "0750", f"{user}:{user}"),
+        (f"{home}/.ssh", "0700", f"{user}:{user}"),
+        (REPOSITORY_PATH, "0750", f"{user}:{user}"),
+        ("/var/log/pgbackrest", "0750", f"{user}:{user}"),
+        ("/var/spool/pgbackrest", "0750", f"{user}:{user}"),
+    ]
+    lines = " ".join(f"{d}:{m}:{o}" for d, m, o in dirs)
+    return rf"""
+changed=""
+# The repository's owner: a system user with a shell (pgBackRest runs its remote side over ssh) and no password.
+if ! id -u {user} >/dev/null 2>&1; then
+  useradd --system --user-group --home-dir {home} --shell /bin/bash --comment "pgBackRest repository" {user}
+  changed=" user {user}"
+fi
+for spec in {lines}; do
+  d=${{spec%%:*}}; rest=${{spec#*:}}; m=${{rest%%:*}}; o=${{rest#*:}}
+  if [ -d "$d" ] && [ "$(stat -c '%a %U:%G' "$d")" = "${{m#0}} $o" ]; then continue; fi
+  install -d -m "$m" -o "${{o%%:*}}" -g "${{o#*:}}" "$d"
+  changed="$changed $d"
+done
+if [ -n "$changed" ]; then echo "changed: repository directories$changed"
+else echo "unchanged: repository directories"; fi
+"""
+
+
+def _backup_stanza_script(config: ClusterConfig) -> str:
+    return rf"""
+repo() {{ runuser -u {REPOSITORY_USER} -- pgbackrest --stanza={config.stanza} "$@"; }}
+did=""
+out=$(repo stanza-create 2>&1) || {{ echo "$out" >&2; echo "failed: pgbackrest stanza-create" >&2; exit 1; }}
+case "$out" in *"already exists"*) ;; *) did=" stanza {config.stanza} created" ;; esac
+# check: the primary's archive_command reaches the repository (a switched WAL segment arrives). The first pushes of
+# a new cluster failed until the stanza existed: pgBackRest retries them, so allow a few rounds.
+for attempt in 1 2 3; do
+  if out=$(repo check 2>&1); then break; fi
+  if [ "$attempt" = 3 ]; then echo "$out" >&2; echo "failed: pgbackrest check (WAL archiving)" >&2; exit 1; fi
+  sleep 5
+done
+# Point-in-time restores need a backup older than the target: the first full backup now, not at the first timer.
+if ! repo info | grep -qE '^ +full backup:'; then
+  repo --type=full --log-level-console=warn backup
+  did="$did, first full backup taken"
+fi
+if [ -n "$did" ]; then echo "changed:${{did#,}}"
+else echo "unchanged: stanza {config.stanza} valid, archiving checked"; fi
+"""
+
+
+_BACKUP_SCHEDULE = r"""
+fingerprint=$1
+state=/var/lib/pgha/backup-schedule.applied
+did="" units_changed=no
+if [ "$(cat "$state" 2>/dev/null)" != "$fingerprint" ]; then
+  systemctl daemon-reload
+  did=" daemon-reload" units_changed=yes
+fi
+for timer in pgha-backup-full.timer pgha-backup-diff.timer; do
+  systemctl is-enabled --quiet "$timer" || { systemctl enable --quiet "$timer"; did="$did $timer enabled"; }
+  if ! systemctl is-active --quiet "$timer"; then systemctl start "$timer"; did="$did $timer started"
+  elif [ "$units_changed" = yes ]; then systemctl restart "$timer"; did="$did $timer restarted (new schedule)"; fi
+done
+echo "$fingerprint" >"$state"
+if [ -n "$did" ]; then echo "changed:$did"; else echo "unchanged: backup timers active"; fi
+"""
+
+_BACKUP_SCHEDULE_STOP = r"""
+for timer in pgha-backup-full.timer pgha-backup-diff.timer; do
+  systemctl disable --now --quiet "$timer" 2>/dev/null || true
+done
+rm -f /var/lib/pgha/backup-schedule.applied
+# The repository itself ({path}) is kept: backups outlive the cluster's resources.
+echo "changed: backup timers stopped"
+""".replace("{path}", REPOSITORY_PATH)
+
+
+def _repository_setup_steps(config: ClusterConfig, files: list[ServerFile]) -> tuple[list[Step], list[str]]:
+    """The repository host's packages, user, files, pinned host keys and firewall (no database node needed)."""
+    assert config.backup is not None
+    r = config.backup.host.name
+    steps = [
+        Step(r, "packages", _sudo_script("packages", _repository_packages_script(config))),
+        Step(r, "directories", _sudo_script("directories", _repository_dirs_script()), after=(f"{r}/packages",)),
+    ]
+    refs = []
+    for file in files:
+        after = [f"{r}/directories"]
+        step = Step(
+            r,
+            _file_step_name(file.path),
+            put_file_command(file),
+            stdin=_file_content(config, config.backup.host, file.path),
+            secret=file.secret,
+            after=tuple(after),
+        )
+        steps.append(step)
+        refs.append(step.ref)
+    hosts_ref = f"{r}/{_file_step_name('/etc/hosts')}"
+    # After each node's first command: a new VM's sshd answers by then.
+    nodes_up = tuple(f"{n.name}/packages" for n in config.nodes)
+    steps.append(
+        Step(r, "ssh-known-hosts", _sudo_script("known-hosts", _known_hosts_script(config, repository=True)),
+             after=(hosts_ref, *nodes_up))
+    )  # fmt: skip
+    refs.append(f"{r}/ssh-known-hosts")
+    fw_after = [f"{r}/packages"]
+    if config.firewall.enabled:
+        fw_after.append(f"{r}/{_file_step_name('/etc/nftables.conf')}")
+    steps.append(Step(r, "firewall", _sudo_script("firewall", _firewall_script(config)), after=tuple(fw_after)))
+    refs.append(f"{r}/firewall")
+    return steps, refs
 
 
 def _ask_member_function(config: ClusterConfig) -> str:
@@ -828,6 +993,7 @@ def provisioning_plan(config: ClusterConfig) -> list[Step]:
     files_by_node = {node.name: _node_files(config, node) for node in config.nodes}
     file_refs: dict[str, list[str]] = {}
     pg_refs: dict[str, list[str]] = {}
+    repository_refs: list[str] = []
 
     # Phase 0: a change to `nodes` is checked on every node that is already a member before any node writes
     # anything (every directories step, and so every file, waits for every check).
@@ -847,6 +1013,9 @@ def provisioning_plan(config: ClusterConfig) -> list[Step]:
         )
         steps.append(hot_standby)
         checks.append(hot_standby.ref)
+    if config.backup is not None:  # the repository host: set up alongside the nodes, no database needed
+        repository_steps, repository_refs = _repository_setup_steps(config, _node_files(config, config.backup.host))
+        steps += repository_steps
     # Phase 1, every node: directories, files (except those in the data directory), ssh host keys, firewall,
     # PostgreSQL configured for either role.
     for node in config.nodes:
@@ -875,9 +1044,12 @@ def provisioning_plan(config: ClusterConfig) -> list[Step]:
             if file.service == "postgresql" or file.path.startswith(("/var/lib/postgresql/.", "/usr/local/lib/pgha/")):
                 pg_refs[n].append(step.ref)
         hosts_ref = f"{n}/{_file_step_name('/etc/hosts')}"
+        # The repository host's key too, once its sshd has answered (its first command).
+        repository_up = (f"{config.backup.host.name}/packages",) if config.backup is not None else ()
         steps.append(
-            Step(n, "ssh-known-hosts", _sudo_script("known-hosts", _known_hosts_script(config)), after=(hosts_ref,))
-        )
+            Step(n, "ssh-known-hosts", _sudo_script("known-hosts", _known_hosts_script(config)),
+                 after=(hosts_ref, *repository_up))
+        )  # fmt: skip
         file_refs[n].append(f"{n}/ssh-known-hosts")
         fw_after = [f"{n}/packages"]
         if config.firewall.enabled:
@@ -1022,6 +1194,27 @@ def provisioning_plan(config: ClusterConfig) -> list[Step]:
                 )
             )
             previous = [f"{node.name}/{step_name}"]
+    # Backups: once every node runs with its archive settings (restarted if they changed), the stanza exists and
+    # archiving works, then the schedule. The repository keeps its backups when the stack is destroyed.
+    if config.backup is not None:
+        r = config.backup.host.name
+        stanza = Step(
+            r,
+            "backup-stanza",
+            _sudo_script("backup-stanza", _backup_stanza_script(config)),
+            after=tuple([*repository_refs, *previous]),
+        )
+        schedule_fp, _ = service_fingerprints(_node_files(config, config.backup.host), "pgha-backup")
+        steps += [
+            stanza,
+            Step(
+                r,
+                "backup-schedule",
+                _sudo_script("backup-schedule", _BACKUP_SCHEDULE, schedule_fp),
+                delete=_sudo_script("backup-schedule-stop", _BACKUP_SCHEDULE_STOP),
+                after=(stanza.ref,),
+            ),
+        ]
     # Password changes, whichever node is primary now: health checks pause on every pgpool, the primary sets the new
     # passwords, then every pgpool reloads them (once every running PostgreSQL takes them) and resumes its checks.
     holds = [

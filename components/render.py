@@ -9,7 +9,9 @@ starts with a Jinja comment holding its metadata:
 mode/owner/group: what the file gets; secret: content derives from ClusterSecrets (0600 and hidden in Pulumi);
 service + apply: which service a change concerns and how (none, reload, restart, or params: per parameter, for
 pgpool.conf and PostgreSQL's conf.d); kind=block: the content is a marked block kept at the top of an existing file
-(/etc/hosts); validate=visudo|nft: checked before it replaces the old file; when=firewall: only with the firewall on.
+(/etc/hosts); validate=visudo|nft: checked before it replaces the old file; when=firewall: only with the firewall on;
+when=backup: only with backups configured; role=database (default), repository (the backup repository host only)
+or all: which hosts get the file (templates see `role`).
 Directories `partials/` (Jinja includes) and `cloud-init/` (VM seed, not a server file) are not server files.
 """
 
@@ -39,6 +41,9 @@ SECRETS_CONF = "/etc/pgpool2/pgpool_secrets.conf"
 HOLD_CONF = "/etc/pgpool2/pgpool_hold.conf"
 # The cluster members (name address) a node recorded at its last join (pgha-members; read by membership-check).
 MEMBERS_STATE = "/var/lib/pgha/members"
+# The backup repository host's pgBackRest user (owns the repository; ssh from the nodes' postgres user) and path.
+REPOSITORY_USER = "pgbackrest"
+REPOSITORY_PATH = "/var/lib/pgbackrest"
 _META = re.compile(r"^\{#-?\s*pgha:(?P<meta>[^#]*)-?#\}")
 _PLACEHOLDER = re.compile(r"^<secret:(?P<name>[a-z_]+)>$")
 
@@ -246,6 +251,9 @@ def context(config: ClusterConfig, node: Node, secrets: ClusterSecrets) -> dict[
     return {
         "config": config,
         "node": node,
+        "role": "database",
+        "repository_user": REPOSITORY_USER,
+        "repository_path": REPOSITORY_PATH,
         "node_index": index,
         "wd_priority": len(config.nodes) - index if timing.distinct_wd_priority else 1,
         "secrets": secrets,
@@ -270,14 +278,35 @@ def context(config: ClusterConfig, node: Node, secrets: ClusterSecrets) -> dict[
     }
 
 
-def render_node_files(config: ClusterConfig, node: Node, secrets: ClusterSecrets) -> list[ServerFile]:
+def repository_context(config: ClusterConfig, secrets: ClusterSecrets) -> dict[str, object]:
+    """What a template rendered for the backup repository host sees (role == "repository")."""
+    assert config.backup is not None
+    return {
+        "config": config,
+        "node": config.backup.host,
+        "role": "repository",
+        "secrets": secrets,
+        "pg_unit": f"postgresql@{config.postgresql.version}-main",
+        "repository_user": REPOSITORY_USER,
+        "repository_path": REPOSITORY_PATH,
+    }
+
+
+def _wanted(meta: dict[str, str], config: ClusterConfig, role: str) -> bool:
+    if meta.get("role", "database") not in (role, "all"):
+        return False
+    if meta.get("when") == "firewall" and not config.firewall.enabled:
+        return False
+    return not (meta.get("when") == "backup" and config.backup is None)
+
+
+def _render_files(config: ClusterConfig, values: dict[str, object], role: str) -> list[ServerFile]:
     env = _environment()
-    values = context(config, node, secrets)
     files = []
     for template in template_paths():
         source = (TEMPLATE_DIR / template).read_text()
         meta = _metadata(source, template)
-        if meta.get("when") == "firewall" and not config.firewall.enabled:
+        if not _wanted(meta, config, role):
             continue
         content = env.get_template(template).render(values)
         files.append(
@@ -299,10 +328,17 @@ def render_node_files(config: ClusterConfig, node: Node, secrets: ClusterSecrets
     return files
 
 
+def render_node_files(config: ClusterConfig, node: Node, secrets: ClusterSecrets) -> list[ServerFile]:
+    """Every file a host gets: a database node's, or the repository host's (templates with role=repository)."""
+    if config.backup is not None and node == config.backup.host:
+        return _render_files(config, repository_context(config, secrets), "repository")
+    return _render_files(config, context(config, node, secrets), "database")
+
+
 def render_tree(config: ClusterConfig, secrets: ClusterSecrets, out_dir: str | Path) -> list[Path]:
     """Write every node's files at <out>/<node>/<server path> (a block file holds just the managed block)."""
     written = []
-    for node in config.nodes:
+    for node in config.all_hosts:
         for file in render_node_files(config, node, secrets):
             target = Path(out_dir) / node.name / file.path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)

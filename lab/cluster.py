@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from .config import ALL_SERVERS, SERVER_BY_NAME
+from .config import ALL_SERVERS, REPOSITORY_SERVER, SERVER_BY_NAME
 from .core import Lab
 from .util import LabError, log, wait_for
 
@@ -627,6 +627,32 @@ class Cluster:
             port=settings().pg_port,
         )
         return {str(r[0]) for r in rows or []}
+
+    # ------------------------------------------------------------------------------------ backups (pgBackRest)
+    def archive_now(self, timeout: float = 120) -> str:
+        """Close the primary's current WAL segment and wait until the repository has it (archive_command
+        succeeded); returns the segment's name."""
+        primary = self.wait_for_primary()
+        direct = {"host": address_of(primary), "port": settings().pg_port}
+        segment = str(query("SELECT pg_walfile_name(pg_switch_wal())", **direct)[0][0])
+        wait_for(
+            f"WAL segment {segment} archived from {primary}",
+            lambda: str(query("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", **direct)[0][0])
+            >= segment,
+            timeout,
+        )
+        return segment
+
+    def restore_from_backup(self, *args: str, timeout: float = 900) -> tuple[float, str]:
+        """The documented restore: `sudo pgha-restore ARGS` on the repository host, over ssh as the admin user.
+        Returns (seconds, its output); raises with the output when it fails."""
+        t0 = time.monotonic()
+        cp = self.lab.ssh(REPOSITORY_SERVER.name, ["sudo", "-n", "/usr/local/sbin/pgha-restore", *args], timeout=timeout)
+        took = time.monotonic() - t0
+        out = (cp.stdout or "") + (cp.stderr or "")
+        if cp.returncode != 0:
+            raise LabError(f"pgha-restore {' '.join(args)} failed (rc {cp.returncode}, {took:.1f} s):\n{out[-3000:]}")
+        return took, out
 
     def attach_node(self, node: str) -> None:
         nid = node_id(node, pool_nodes_retry())

@@ -40,6 +40,7 @@ BASE_PACKAGES: tuple[str, ...] = (
     "pgpool2",
     "postgresql-15-pgpool2",
     "nftables",
+    "pgbackrest",
     "less",
 )
 
@@ -71,7 +72,12 @@ class Server:
 SERVERS: tuple[Server, ...] = tuple(Server(f"server{i}", i) for i in (1, 2, 3))
 # Two more the lab can add and remove (`python -m lab add server4`), for scaling the cluster 3 -> 5 -> 3.
 SPARE_SERVERS: tuple[Server, ...] = tuple(Server(f"server{i}", i) for i in (4, 5))
-ALL_SERVERS: tuple[Server, ...] = SERVERS + SPARE_SERVERS
+# The backup repository host (pgBackRest; the lab stack's `backup.host`): always there while the lab is up, never a
+# database node.
+REPOSITORY_SERVER = Server("backup", 9)
+# What `up` brings up: the three database servers and the repository host.
+LAB_SERVERS: tuple[Server, ...] = (*SERVERS, REPOSITORY_SERVER)
+ALL_SERVERS: tuple[Server, ...] = LAB_SERVERS + SPARE_SERVERS
 SERVER_BY_NAME: dict[str, Server] = {s.name: s for s in ALL_SERVERS}
 
 

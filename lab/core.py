@@ -21,6 +21,7 @@ from . import net
 from .config import (
     ADMIN_USER,
     ALL_SERVERS,
+    LAB_SERVERS,
     PROPAGATE_DIR,
     SERVERS,
     SPARE_SERVERS,
@@ -551,7 +552,7 @@ class Lab:
         t0 = time.monotonic()
         with self._locked():
             present = self._lab_present()
-            if present and net.ns_exists(SWITCH_NS) and all(self._healthy(s) for s in SERVERS):
+            if present and net.ns_exists(SWITCH_NS) and all(self._healthy(s) for s in LAB_SERVERS):
                 log.info("up: lab already up and healthy, nothing to do")
                 return
             self.image.ensure(in_use=self._any_mounted())
@@ -562,15 +563,15 @@ class Lab:
                 # notice that a server was rebuilt, so a stale state would make `up` skip the provisioning).
                 forget_stack_state(self.dir)
             net.ensure_switch()
-            for s in SERVERS:
+            for s in LAB_SERVERS:
                 net.ensure_server_net(s, cable_up=True)
                 self._mount_overlay(s, fresh=fresh)
             self.write_known_hosts()
-            todo = [s for s in SERVERS if not self.is_running(s.name)]
+            todo = [s for s in LAB_SERVERS if not self.is_running(s.name)]
             for s in todo:
                 self._spawn(s)
             states = {}
-            for s in SERVERS:
+            for s in LAB_SERVERS:
                 states[s.name] = self._wait_ready(s)
             what = "fresh" if fresh else "repaired" if present else "kept"
             summary = ", ".join(f"{n} {st}" for n, st in states.items())

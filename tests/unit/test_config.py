@@ -205,7 +205,7 @@ def test_vmlab_stack_with_the_keys_the_lab_adds() -> None:
 def test_stack_per_environment_same_program_other_config() -> None:
     dev, prod = load_stack_config("dev"), load_stack_config("prod")
     assert len(dev.hypervisor_uris) == 1
-    assert len(prod.hypervisor_uris) == 3
+    assert len(prod.hypervisor_uris) == 4  # three database nodes and the backup repository, one hypervisor each
     assert prod.libvirt.memory_mib > dev.libvirt.memory_mib
     assert prod.postgresql.synchronous_replication and not dev.postgresql.synchronous_replication
 

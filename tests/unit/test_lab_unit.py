@@ -28,7 +28,7 @@ def test_fixed_addresses_macs_and_namespaces() -> None:
 
 
 def test_unknown_node_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="server1, server2, server3, server4, server5"):
+    with pytest.raises(ValueError, match="server1, server2, server3, backup, server4, server5"):
         get_server("server6")
 
 

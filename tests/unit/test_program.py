@@ -28,15 +28,17 @@ def test_dev_stack_resource_graph() -> None:
     run.assert_ran()
     assert count(run, "pulumi:providers:libvirt") == 1
     assert count(run, f"{LIBVIRT}network:Network") == 2
-    assert count(run, f"{LIBVIRT}volume:Volume") == 4  # one base image + three roots
-    assert count(run, f"{LIBVIRT}cloudInitDisk:CloudInitDisk") == 3
-    assert count(run, f"{LIBVIRT}domain:Domain") == 3
+    # One base image + three database nodes' roots + the backup repository host's root.
+    assert count(run, f"{LIBVIRT}volume:Volume") == 5
+    assert count(run, f"{LIBVIRT}cloudInitDisk:CloudInitDisk") == 4
+    assert count(run, f"{LIBVIRT}domain:Domain") == 4
     assert count(run, "pgha:infra:Infrastructure") == 1
     assert count(run, "pgha:infra:ClusterNetwork") == 1
     assert count(run, "pgha:infra:BaseImage") == 1
-    assert count(run, "pgha:infra:VirtualMachine") == 3
+    assert count(run, "pgha:infra:VirtualMachine") == 4
     assert count(run, "pgha:database:PostgresCluster") == 1
     assert count(run, "pgha:database:DatabaseNode") == 3
+    assert count(run, "pgha:backup:BackupRepository") == 1
     assert count(run, "pgha:secrets:Credentials") == 1
     # Children are parented to the component that owns them.
     for domain in run.of_type(f"{LIBVIRT}domain:Domain"):
@@ -47,8 +49,18 @@ def test_dev_stack_resource_graph() -> None:
         assert run.by_urn(network.parent).type == "pgha:infra:ClusterNetwork"
     commands = run.of_type(COMMAND)
     assert commands, "no provisioning command"
-    for cmd in commands:
-        assert run.by_urn(cmd.parent).type == "pgha:database:DatabaseNode"
+    owners = {cmd.name.split("-", 1)[0]: run.by_urn(cmd.parent) for cmd in commands}
+    assert {name: owner.type for name, owner in owners.items()} == {
+        "server1": "pgha:database:DatabaseNode",
+        "server2": "pgha:database:DatabaseNode",
+        "server3": "pgha:database:DatabaseNode",
+        "backup": "pgha:backup:BackupRepository",
+    }
+    for owner in owners.values():
+        assert run.by_urn(owner.parent).type == "pgha:database:PostgresCluster"
+    backup_domain = run.named("infra-backup-domain")
+    assert backup_domain.plain("memory") == 1024  # the smaller repository VM (backup.memoryMib)
+    assert run.named("infra-server1-domain").plain("memory") == 2048
     for secret in run.of_type("random:index/randomPassword:RandomPassword"):
         assert run.by_urn(secret.parent).type == "pgha:secrets:Credentials"
 
@@ -107,10 +119,11 @@ def test_prod_stack_has_one_provider_network_and_base_image_per_hypervisor() -> 
     run.assert_ran()
     config = load_stack_config("prod")
     providers = run.of_type("pulumi:providers:libvirt")
-    assert sorted(p.plain("uri") for p in providers) == sorted(n.libvirt_uri for n in config.nodes)
-    assert count(run, f"{LIBVIRT}volume:Volume") == 6
+    # One hypervisor per database node, and one for the backup repository host.
+    assert sorted(p.plain("uri") for p in providers) == sorted(n.libvirt_uri for n in config.all_hosts)
+    assert count(run, f"{LIBVIRT}volume:Volume") == 8
     clusters = [n for n in run.of_type(f"{LIBVIRT}network:Network") if n.plain("mode") == "bridge"]
-    assert len(clusters) == 3 and {c.plain("bridge") for c in clusters} == {"br-pgha"}
+    assert len(clusters) == 4 and {c.plain("bridge") for c in clusters} == {"br-pgha"}
     provider_of_uri = {p.plain("uri"): p.urn for p in providers}
     for node in config.nodes:
         domain = run.named(f"infra-{node.name}-domain")
@@ -165,7 +178,7 @@ def test_existing_hosts_mode_creates_no_vm_and_connects_to_the_listed_hosts(tmp_
         assert unwrap(command.inputs["connection"])["privateKey"] == key.read_text()
     assert not [r for r in run.registrations if r.type.startswith(LIBVIRT) or "libvirt" in r.type]
     hosts = {unwrap(c.inputs["connection"])["host"] for c in run.of_type(COMMAND)}
-    assert hosts == {"10.213.8.11", "10.213.8.12", "10.213.8.13"}
+    assert hosts == {"10.213.8.11", "10.213.8.12", "10.213.8.13", "10.213.8.19"}  # .19: the backup repository
     users = {unwrap(c.inputs["connection"])["user"] for c in run.of_type(COMMAND)}
     assert users == {"admin"}
 

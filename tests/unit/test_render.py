@@ -322,7 +322,9 @@ def test_render_tree_writes_every_node(tmp_path: Path) -> None:
     written = render_tree(config, ClusterSecrets.placeholders(), tmp_path)
     assert (tmp_path / "server2/etc/pgpool2/pgpool.conf").exists()
     assert (tmp_path / "server3/var/lib/postgresql/15/main/recovery_1st_stage").exists()
-    assert len(written) == 3 * len(render_node_files(config, config.nodes[0], ClusterSecrets.placeholders()))
+    per_host = [len(render_node_files(config, host, ClusterSecrets.placeholders())) for host in config.all_hosts]
+    assert len(written) == sum(per_host) and len(per_host) == 4  # three nodes and the backup repository host
+    assert (tmp_path / "backup/etc/pgbackrest/pgbackrest.conf").exists()
     key = tmp_path / "server1/var/lib/postgresql/.pgpoolkey"
     assert "<secret:pgpool_key>" in key.read_text()
     assert stat.S_IMODE(key.stat().st_mode) == 0o600

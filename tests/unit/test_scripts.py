@@ -25,7 +25,9 @@ CONFIGS = {
 
 
 def scripts(config):
-    return [f for f in render_node_files(config, config.nodes[1], FAKE) if f.is_script]
+    """A standby's scripts, and the backup repository host's when the stack has one."""
+    hosts = [config.nodes[1], *config.all_hosts[len(config.nodes) :]]
+    return [f for host in hosts for f in render_node_files(config, host, FAKE) if f.is_script]
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
