@@ -9,7 +9,7 @@ IN_LAB  := ip netns exec $(LAB_NS)
 STACK   ?= lab
 
 .PHONY: help setup host-deps test test-unit test-lab lint render lab-up lab-down lab-reset lab-provision \
-        lab-destroy lab-status demo drills bench soak engine test-lab-infra lifecycle changes
+        lab-destroy lab-status lab-backup-restore demo drills bench soak engine test-lab-infra lifecycle changes
 
 help:
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -59,6 +59,11 @@ lab-destroy: setup ## `pulumi destroy` of the lab stack: no pgpool, no VIP, serv
 
 lab-status: setup ## pool_nodes and watchdog as seen through the VIP
 	$(IN_LAB) $(PY) -m lab.cluster status
+
+TIME ?=
+lab-backup-restore: setup ## Restore the lab cluster from its backups: TIME='2026-11-27 03:12:45+00' or TIME=latest
+	@[ -n "$(TIME)" ] || { echo "TIME='YYYY-MM-DD HH:MM:SS+00' (point in time) or TIME=latest" >&2; exit 2; }
+	$(IN_LAB) $(PY) -m lab.cluster restore-backup $(if $(filter latest,$(TIME)),--latest,--time "$(TIME)")
 
 demo: lab-provision lab-status ## The main job: lab up, cluster provisioned, status printed
 

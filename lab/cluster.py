@@ -633,21 +633,22 @@ class Cluster:
         """Close the primary's current WAL segment and wait until the repository has it (archive_command
         succeeded); returns the segment's name."""
         primary = self.wait_for_primary()
-        direct = {"host": address_of(primary), "port": settings().pg_port}
-        segment = str(query("SELECT pg_walfile_name(pg_switch_wal())", **direct)[0][0])
-        wait_for(
-            f"WAL segment {segment} archived from {primary}",
-            lambda: str(query("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", **direct)[0][0])
-            >= segment,
-            timeout,
-        )
+        host, port = address_of(primary), settings().pg_port
+        segment = str(query("SELECT pg_walfile_name(pg_switch_wal())", host=host, port=port)[0][0])
+
+        def archived() -> bool:
+            last = query("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", host=host, port=port)
+            return str(last[0][0]) >= segment
+
+        wait_for(f"WAL segment {segment} archived from {primary}", archived, timeout)
         return segment
 
     def restore_from_backup(self, *args: str, timeout: float = 900) -> tuple[float, str]:
         """The documented restore: `sudo pgha-restore ARGS` on the repository host, over ssh as the admin user.
         Returns (seconds, its output); raises with the output when it fails."""
         t0 = time.monotonic()
-        cp = self.lab.ssh(REPOSITORY_SERVER.name, ["sudo", "-n", "/usr/local/sbin/pgha-restore", *args], timeout=timeout)
+        restore = ["sudo", "-n", "/usr/local/sbin/pgha-restore", *args]
+        cp = self.lab.ssh(REPOSITORY_SERVER.name, restore, timeout=timeout)
         took = time.monotonic() - t0
         out = (cp.stdout or "") + (cp.stderr or "")
         if cp.returncode != 0:
@@ -1073,9 +1074,16 @@ def main(argv: list[str] | None = None) -> int:
             case ["recover", node]:
                 cluster.recover_node(node)
                 return 0
+            case ["restore-backup", *restore_args] if restore_args:
+                took, out = cluster.restore_from_backup(*restore_args)
+                print(out, end="")
+                print(f"lab.cluster: pgha-restore took {took:.1f} s")
+                return 0
             case _:
                 print(
-                    "usage: python -m lab.cluster status|health|wait-healthy [S]|restore|recover NODE", file=sys.stderr
+                    "usage: python -m lab.cluster status|health|wait-healthy [S]|restore|recover NODE"
+                    "|restore-backup --time T|--latest",
+                    file=sys.stderr,
                 )
                 return 2
     except LabError as e:

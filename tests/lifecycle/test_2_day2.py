@@ -363,7 +363,8 @@ FIVE = [*THREE, *({"name": n, "address": address_of(n)} for n in ADDED)]
 # What a change of the member list touches on the nodes that stay: the files that list the nodes, the membership
 # and attach steps, the restart of pgpool (new backends and watchdog members), the fence (its script lists the
 # nodes), known hosts, and the first primary's bootstrap / the standbys' clone steps (they name the other nodes; on a
-# member they do nothing). Never a PostgreSQL restart, a switchover or a password step.
+# member they do nothing); on the backup repository host, what lists the nodes. Never a PostgreSQL restart, a
+# switchover or a password step.
 MEMBERSHIP_STEPS = {f"{n}-{step}" for n in NODES for step in (
     "membership-check", "cluster-member", "cluster-attach", "pgpool-service", "fence-service", "ssh-known-hosts",
     "file-etc-hosts", "file-etc-pgpool2-pgpoolconf", "file-etc-pgpool2-pgpool_localconf",
@@ -373,7 +374,13 @@ MEMBERSHIP_STEPS = {f"{n}-{step}" for n in NODES for step in (
     "file-usr-local-lib-pgha-pgha-follow", "file-usr-local-lib-pgha-pgha-members",
     "file-usr-local-lib-pgha-pgha-passwords", "file-var-lib-postgresql-15-main-pgpool_remote_start",
     "file-var-lib-postgresql-15-main-recovery_1st_stage", "file-var-lib-postgresql-ssh-config",
-)} | {"server1-primary-bootstrap", "server2-standby-clone", "server3-standby-clone"}  # fmt: skip
+)} | {"server1-primary-bootstrap", "server2-standby-clone", "server3-standby-clone"} | {
+    # The backup repository host: the files that name the database nodes (stanza, ssh, pgha-restore) and their keys.
+    f"backup-{step}" for step in (
+        "file-etc-hosts", "file-etc-pgbackrest-pgbackrestconf", "file-home-pgbackrest-ssh-config",
+        "file-usr-local-sbin-pgha-restore", "ssh-known-hosts",
+    )
+}  # fmt: skip
 
 
 def _slots_on(primary: str) -> dict[str, bool]:
