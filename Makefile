@@ -36,7 +36,10 @@ lint: setup engine ## ruff, mypy, shellcheck, actionlint (workflows)
 engine: ## pulumi CLI, upstream Python language host, the 4 provider plugins (+ actionlint) into .tools (idempotent)
 	bash scripts/build-engine.sh
 
-test-unit: setup ## Unit tests: no root, no network, under a minute
+.tools/bin/promtool:
+	bash scripts/promtool.sh $@
+
+test-unit: setup .tools/bin/promtool ## Unit tests (promtool from Debian's package): no root, no network, under a minute
 	.venv/bin/pytest -q tests/unit
 
 render: setup ## Files each server gets, for review: make render STACK=dev -> render/dev/

@@ -6,6 +6,7 @@ from components.credentials import Credentials
 from components.database import HostAccess, PostgresCluster
 from components.infrastructure import Infrastructure
 from components.pulumi_config import admin_private_key, read_stack_config
+from components.render import MONITORING_VALUES
 
 # Every check runs here, before any resource exists: bad input stops the program with the key named.
 config = read_stack_config()
@@ -52,6 +53,10 @@ if config.backup is not None:
             "restore": "sudo pgha-restore --time '...' | --latest",
         },
     )
+if config.monitoring_enabled and config.backup is not None:
+    monitor = config.backup.host.address
+    pulumi.export("prometheusUrl", f"http://{monitor}:{MONITORING_VALUES['prometheus_port']}")
+    pulumi.export("alertmanagerUrl", f"http://{monitor}:{MONITORING_VALUES['alertmanager_port']}")
 pulumi.export(
     "connectionString",
     pulumi.Output.secret(

@@ -455,6 +455,24 @@ class Backup(_Model):
         return value
 
 
+class Monitoring(_Model):
+    """Prometheus and Alertmanager on the backup repository host, node_exporter and postgres_exporter (Debian's
+    packages) on every node, and pgha-metrics (the cluster's own facts: streaming standbys, VIP holder, watchdog
+    quorum, pgpool's view, archiving, last backup) through node_exporter's textfile collector."""
+
+    # None: on when the stack has a backup repository host (where Prometheus runs), off otherwise.
+    enabled: bool | None = None
+    scrape_interval_seconds: int = Field(default=5, ge=1, le=300)
+    retention_days: int = Field(default=15, ge=1, le=3650)
+    # Alert thresholds.
+    replication_lag_seconds: int = Field(default=30, ge=1)
+    detached_minutes: int = Field(default=5, ge=1)
+    backup_max_age_hours: int = Field(default=30, ge=1)
+    disk_free_percent: int = Field(default=10, ge=1, le=90)
+    # Where Alertmanager sends alerts (a webhook receiver); unset: they are visible in Alertmanager and Prometheus.
+    webhook_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+
+
 IPv4Range = Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+\.\d+-\d+\.\d+\.\d+\.\d+$")]
 
 
@@ -486,6 +504,7 @@ class ClusterConfig(_Model):
     fencing: Fencing = Fencing()
     # None: no backups, no WAL archiving (stack files shipped with the project set it: new stacks have backups).
     backup: Backup | None = None
+    monitoring: Monitoring = Monitoring()
 
     @field_validator("cluster_name")
     @classmethod
@@ -571,6 +590,10 @@ class ClusterConfig(_Model):
             errors.append("sshPublicKeys: mode 'libvirt' needs at least one key for the admin user of the new VMs")
         if self.backup is not None:
             errors.extend(self._backup_errors())
+        elif self.monitoring.enabled:
+            errors.append(
+                "monitoring.enabled: Prometheus and Alertmanager run on the backup repository host: set backup.host"
+            )
         if self.mode == "existing" and any(n.libvirt_uri for n in self.nodes):
             errors.append("nodes[].libvirtUri: only meaningful with mode 'libvirt'")
         if errors:
@@ -658,6 +681,10 @@ class ClusterConfig(_Model):
     def all_hosts(self) -> tuple[Node, ...]:
         """Every server provisioning reaches: the database nodes, then the repository host."""
         return (*self.nodes, *((self.backup.host,) if self.backup is not None else ()))
+
+    @property
+    def monitoring_enabled(self) -> bool:
+        return self.backup is not None and self.monitoring.enabled is not False
 
     @property
     def stanza(self) -> str:

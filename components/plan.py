@@ -141,12 +141,17 @@ def provisioning_packages(config: ClusterConfig) -> list[str]:
         packages.append("nftables")
     if config.backup is not None:
         packages.append("pgbackrest")
+    if config.monitoring_enabled:
+        packages += ["prometheus-node-exporter", "prometheus-postgres-exporter"]
     return packages
 
 
 def repository_packages(config: ClusterConfig) -> list[str]:
     """What the backup repository host needs: pgBackRest and ssh (no PostgreSQL server)."""
-    return ["pgbackrest", "openssh-server", "openssh-client", *(["nftables"] if config.firewall.enabled else [])]
+    packages = ["pgbackrest", "openssh-server", "openssh-client", *(["nftables"] if config.firewall.enabled else [])]
+    if config.monitoring_enabled:
+        packages += ["prometheus", "prometheus-alertmanager", "prometheus-node-exporter"]
+    return packages
 
 
 def pinned_packages(config: ClusterConfig) -> list[str]:
@@ -685,6 +690,69 @@ def _repository_setup_steps(config: ClusterConfig, files: list[ServerFile]) -> t
     steps.append(Step(r, "firewall", _sudo_script("firewall", _firewall_script(config)), after=tuple(fw_after)))
     refs.append(f"{r}/firewall")
     return steps, refs
+
+
+# --- monitoring (monitoring.*) ------------------------------------------------------------------------------------
+# The services each kind of host runs, restarted when their files change.
+DATABASE_MONITORING_UNITS = ("prometheus-node-exporter", "prometheus-postgres-exporter", "pgha-metrics")
+REPOSITORY_MONITORING_UNITS = ("prometheus-node-exporter", "prometheus", "prometheus-alertmanager", "pgha-metrics")
+
+_MONITORING_SERVICES = r"""
+# Arguments: stdin|-, then unit=fingerprint ... (of the files each unit reads); with "stdin", stdin holds the same
+# for the secret files (a password change restarts postgres_exporter, which reads its password file once).
+secret_fingerprint=""
+if [ "$1" = stdin ]; then secret_fingerprint=$(cat); fi
+shift
+did=""
+if [ "$(cat /var/lib/pgha/monitoring.units 2>/dev/null)" != "$*" ]; then
+  systemctl daemon-reload; did=" daemon-reload"
+fi
+for spec in "$@"; do
+  unit=${spec%%=*} fingerprint="${spec#*=} $secret_fingerprint"
+  state=/var/lib/pgha/monitoring-$unit.applied
+  systemctl is-enabled --quiet "$unit" 2>/dev/null || { systemctl enable --quiet "$unit"; did="$did $unit enabled"; }
+  if ! systemctl is-active --quiet "$unit"; then systemctl start "$unit"; did="$did $unit started"
+  elif [ "$(cat "$state" 2>/dev/null)" != "$fingerprint" ]; then
+    systemctl restart "$unit"; did="$did $unit restarted"
+  fi
+  echo "$fingerprint" >"$state"
+done
+echo "$*" >/var/lib/pgha/monitoring.units
+if [ -n "$did" ]; then echo "changed:$did"; else echo "unchanged: monitoring services running"; fi
+"""
+
+_MONITORING_STOP = r"""
+for unit in "$@"; do systemctl disable --now --quiet "$unit" 2>/dev/null || true; done
+rm -f /var/lib/pgha/monitoring.units /var/lib/pgha/monitoring-*.applied
+echo "changed: monitoring services stopped: $*"
+"""
+
+
+def _monitoring_step(config: ClusterConfig, host: Node, units: tuple[str, ...], after: tuple[str, ...]) -> Step:
+    files = _node_files(config, host)
+    specs = [f"{unit}={service_fingerprints(files, unit)[0]}" for unit in units]
+    if not any(f.secret and f.service in units for f in files):
+        return Step(
+            host.name,
+            "monitoring-services",
+            _sudo_script("monitoring-services", _MONITORING_SERVICES, "-", *specs),
+            delete=_sudo_script("monitoring-stop", _MONITORING_STOP, *units),
+            after=after,
+        )
+
+    def secret_fingerprint(secrets: ClusterSecrets) -> str:
+        rendered = render_node_files(config, host, secrets)
+        return " ".join(service_fingerprints(rendered, unit, secret=True)[0] for unit in units) + "\n"
+
+    return Step(
+        host.name,
+        "monitoring-services",
+        _sudo_script("monitoring-services", _MONITORING_SERVICES, "stdin", *specs),
+        delete=_sudo_script("monitoring-stop", _MONITORING_STOP, *units),
+        stdin=secret_fingerprint,
+        secret=True,
+        after=after,
+    )
 
 
 def _ask_member_function(config: ClusterConfig) -> str:
@@ -1251,6 +1319,14 @@ def provisioning_plan(config: ClusterConfig) -> list[Step]:
                 after=(f"{node.name}/pgpool-service", *(r.ref for r in roles)),
             )
         )
+    # Monitoring: exporters and pgha-metrics on every node (the check user's password comes with the files), and
+    # Prometheus, Alertmanager on the repository host.
+    if config.monitoring_enabled and config.backup is not None:
+        for node in config.nodes:
+            n = node.name
+            waits = (*file_refs[n], *ready, f"{n}/pgpool-secrets")  # after a password change reached the roles
+            steps.append(_monitoring_step(config, node, DATABASE_MONITORING_UNITS, waits))
+        steps.append(_monitoring_step(config, config.backup.host, REPOSITORY_MONITORING_UNITS, tuple(repository_refs)))
     _check_order(steps)
     return steps
 

@@ -44,6 +44,15 @@ MEMBERS_STATE = "/var/lib/pgha/members"
 # The backup repository host's pgBackRest user (owns the repository; ssh from the nodes' postgres user) and path.
 REPOSITORY_USER = "pgbackrest"
 REPOSITORY_PATH = "/var/lib/pgbackrest"
+# Monitoring (monitoring.*): the ports the firewall opens to the cluster subnet, node_exporter's textfile directory.
+MONITORING_VALUES: dict[str, object] = {
+    "node_exporter_port": 9100,
+    "postgres_exporter_port": 9187,
+    "prometheus_port": 9090,
+    "alertmanager_port": 9093,
+    "textfile_directory": "/var/lib/prometheus/node-exporter",
+    "postgres_exporter_password_file": "/etc/prometheus/pgha-postgres-exporter.pass",
+}
 _META = re.compile(r"^\{#-?\s*pgha:(?P<meta>[^#]*)-?#\}")
 _PLACEHOLDER = re.compile(r"^<secret:(?P<name>[a-z_]+)>$")
 
@@ -254,6 +263,7 @@ def context(config: ClusterConfig, node: Node, secrets: ClusterSecrets) -> dict[
         "role": "database",
         "repository_user": REPOSITORY_USER,
         "repository_path": REPOSITORY_PATH,
+        **MONITORING_VALUES,
         "node_index": index,
         "wd_priority": len(config.nodes) - index if timing.distinct_wd_priority else 1,
         "secrets": secrets,
@@ -289,6 +299,7 @@ def repository_context(config: ClusterConfig, secrets: ClusterSecrets) -> dict[s
         "pg_unit": f"postgresql@{config.postgresql.version}-main",
         "repository_user": REPOSITORY_USER,
         "repository_path": REPOSITORY_PATH,
+        **MONITORING_VALUES,
     }
 
 
@@ -296,6 +307,8 @@ def _wanted(meta: dict[str, str], config: ClusterConfig, role: str) -> bool:
     if meta.get("role", "database") not in (role, "all"):
         return False
     if meta.get("when") == "firewall" and not config.firewall.enabled:
+        return False
+    if meta.get("when") == "monitoring" and not config.monitoring_enabled:
         return False
     return not (meta.get("when") == "backup" and config.backup is None)
 

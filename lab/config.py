@@ -41,6 +41,10 @@ BASE_PACKAGES: tuple[str, ...] = (
     "postgresql-15-pgpool2",
     "nftables",
     "pgbackrest",
+    "prometheus",
+    "prometheus-alertmanager",
+    "prometheus-node-exporter",
+    "prometheus-postgres-exporter",
     "less",
 )
 

@@ -32,6 +32,10 @@ CUSTOMIZE_HOOKS: tuple[str, ...] = (
     f'printf "{ADMIN_USER} ALL=(ALL) NOPASSWD:ALL\\n" > "$1/etc/sudoers.d/90-{ADMIN_USER}"',
     f'chmod 0440 "$1/etc/sudoers.d/90-{ADMIN_USER}"',
     f'chroot "$1" visudo -c -q -f /etc/sudoers.d/90-{ADMIN_USER}',
+    # Monitoring packages are preinstalled on every server but run only where provisioning enables them (exporters on
+    # the database nodes, Prometheus and Alertmanager on the backup repository host): not at first boot.
+    'chroot "$1" systemctl disable --quiet prometheus prometheus-alertmanager prometheus-node-exporter '
+    "prometheus-postgres-exporter",
     # Keep the image small: apt lists and caches are not needed on a server image.
     'rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin',
 )

@@ -173,6 +173,8 @@ ROTATION_STEPS = {f"{n}-{step}" for n in NODES for step in (
     "file-etc-pgpool2-pool_passwd", "file-etc-pgpool2-pgpool_secretsconf", "file-etc-pgpool2-pcpconf",
     "file-var-lib-postgresql-pgpass", "file-var-lib-postgresql-pcppass",
     "passwords-hold", "passwords-roles", "pgpool-secrets",
+    # postgres_exporter logs in as pgpool's check user: its password file, then its restart.
+    "file-etc-prometheus-pgha-postgres-exporterpass", "monitoring-services",
 )} | {"server1-primary-bootstrap"}  # fmt: skip
 
 
@@ -363,7 +365,8 @@ FIVE = [*THREE, *({"name": n, "address": address_of(n)} for n in ADDED)]
 # What a change of the member list touches on the nodes that stay: the files that list the nodes, the membership
 # and attach steps, the restart of pgpool (new backends and watchdog members), the fence (its script lists the
 # nodes), known hosts, and the first primary's bootstrap / the standbys' clone steps (they name the other nodes; on a
-# member they do nothing); on the backup repository host, what lists the nodes. Never a PostgreSQL restart, a
+# member they do nothing), pgha-metrics (it lists the nodes); on the backup repository host, what lists the nodes
+# (stanza, ssh, pgha-restore, Prometheus's targets). Never a PostgreSQL restart, a
 # switchover or a password step.
 MEMBERSHIP_STEPS = {f"{n}-{step}" for n in NODES for step in (
     "membership-check", "cluster-member", "cluster-attach", "pgpool-service", "fence-service", "ssh-known-hosts",
@@ -374,11 +377,13 @@ MEMBERSHIP_STEPS = {f"{n}-{step}" for n in NODES for step in (
     "file-usr-local-lib-pgha-pgha-follow", "file-usr-local-lib-pgha-pgha-members",
     "file-usr-local-lib-pgha-pgha-passwords", "file-var-lib-postgresql-15-main-pgpool_remote_start",
     "file-var-lib-postgresql-15-main-recovery_1st_stage", "file-var-lib-postgresql-ssh-config",
+    "file-usr-local-lib-pgha-pgha-metrics", "monitoring-services",
 )} | {"server1-primary-bootstrap", "server2-standby-clone", "server3-standby-clone"} | {
     # The backup repository host: the files that name the database nodes (stanza, ssh, pgha-restore) and their keys.
     f"backup-{step}" for step in (
         "file-etc-hosts", "file-etc-pgbackrest-pgbackrestconf", "file-home-pgbackrest-ssh-config",
-        "file-usr-local-sbin-pgha-restore", "ssh-known-hosts",
+        "file-usr-local-sbin-pgha-restore", "ssh-known-hosts", "file-etc-prometheus-prometheusyml",
+        "monitoring-services",
     )
 }  # fmt: skip
 
@@ -475,7 +480,11 @@ def test_scale_in_to_three_nodes_by_config(stack: LabStack, cluster: Cluster, la
 
 
 # A PostgreSQL minor upgrade: the packages step on every node, then the rolling restart and the switchover.
-UPGRADE_STEPS = {f"{n}-{step}" for n in NODES for step in ("packages", "postgresql-restart", "postgresql-switchover")}
+UPGRADE_STEPS = {
+    f"{n}-{step}" for n in NODES for step in ("packages", "postgresql-restart", "postgresql-switchover")
+} | {
+    "backup-packages"  # the repository host gets the same package mirror (it installs nothing new)
+}
 
 
 def _server_versions(lab: Lab) -> dict[str, str]:

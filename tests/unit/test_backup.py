@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from components.config import ClusterConfig, ConfigError, parse_config
+from components.config import ClusterConfig, ConfigError, Monitoring, parse_config
 from components.plan import provisioning_plan
 from components.render import parse_settings, render_node_files
 
@@ -82,7 +82,11 @@ def test_the_repository_host_names_every_node_and_gets_no_database_files() -> No
         assert f"pg{i}-host={name}\npg{i}-host-user=postgres\npg{i}-path=/var/lib/postgresql/15/main\n" in conf
     assert "repo1-host" not in conf
     assert not any(p.startswith(("/etc/pgpool2", "/etc/postgresql", "/var/lib/postgresql")) for p in repo)
-    assert "elements = { 22 }" in repo["/etc/nftables.conf"] and "9694" not in repo["/etc/nftables.conf"]
+    # ssh, and (monitoring on by default with a repository host) node_exporter, Prometheus, Alertmanager.
+    assert "elements = { 22, 9100, 9090, 9093 }" in repo["/etc/nftables.conf"]
+    assert "9694" not in repo["/etc/nftables.conf"] and "9999" not in repo["/etc/nftables.conf"]
+    quiet = files(with_backup().model_copy(update={"monitoring": Monitoring(enabled=False)}), "db-backup")
+    assert "elements = { 22 }" in quiet["/etc/nftables.conf"] and "/etc/prometheus/prometheus.yml" not in quiet
     assert repo["/home/pgbackrest/.ssh/authorized_keys"].strip() == FAKE.postgres_ssh_public_key
     timer = repo["/etc/systemd/system/pgha-backup-full.timer"]
     assert "OnCalendar=Sun *-*-* 01:00:00\n" in timer and "Unit=pgha-backup@full.service" in timer

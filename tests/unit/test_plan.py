@@ -267,6 +267,10 @@ def test_a_password_change_pauses_health_checks_sets_roles_on_the_primary_then_r
         if key == "replication_password":
             # No pgpool setting holds repl's password, its pool_passwd entry does.
             assert set(touched) == everywhere - {"file-etc-pgpool2-pgpool_secretsconf"}, touched
+        elif key == "pgpool_password":
+            # postgres_exporter logs in as the check user: its password file, and its restart (after the roles).
+            exporter = {"file-etc-prometheus-pgha-postgres-exporterpass", "monitoring-services"}
+            assert set(touched) == everywhere | exporter, (key, touched)
         else:
             assert set(touched) == everywhere, (key, touched)
         assert all(sorted(v) == sorted(nodes) for v in touched.values()), touched

@@ -112,6 +112,10 @@ def test_dev_stack_inputs_that_matter() -> None:
         "server2": "192.168.137.12",
         "server3": "192.168.137.13",
     }
+    # The backup repository host runs Prometheus and Alertmanager (reachable from the cluster subnet only).
+    assert run.outputs["prometheusUrl"] == "http://192.168.137.19:9090"
+    assert run.outputs["alertmanagerUrl"] == "http://192.168.137.19:9093"
+    assert run.outputs["backupRepository"]["host"] == "backup"
 
 
 def test_prod_stack_has_one_provider_network_and_base_image_per_hypervisor() -> None:

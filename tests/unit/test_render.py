@@ -289,7 +289,10 @@ def test_data_directory_scripts_and_firewall(config) -> None:
     nft = files["/etc/nftables.conf"]
     assert nft.validate == "nft"
     ports = re.search(r"elements = \{ ([^}]*) \}", nft.content)
-    assert ports and sorted(int(p) for p in ports[1].split(",")) == [22, 5432, 9000, 9898, 9999]
+    expected = [22, 5432, 9000, 9898, 9999]
+    if config.monitoring_enabled:  # node_exporter and postgres_exporter, for Prometheus on the repository host
+        expected = sorted([*expected, 9100, 9187])
+    assert ports and sorted(int(p) for p in ports[1].split(",")) == expected
     assert f"ip saddr {config.subnet} udp dport 9694 accept" in nft.content
     assert "policy drop" in nft.content
 

@@ -1,0 +1,52 @@
+"""Alert drills (issue 11): a fault on the lab makes its alert fire in Prometheus (on the backup repository host,
+asked through its HTTP API from the lab namespace), and the heal resolves it. No fixed sleep: each wait polls the
+API, bounded, and the measured delays are reported.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from typing import Any
+
+from lab.cluster import Cluster, settings
+from lab.config import REPOSITORY_SERVER
+
+PROMETHEUS = f"http://{REPOSITORY_SERVER.address}:9090"
+# scrape 5 s + pgha-metrics 5 s + the rule's `for` 10 s + evaluation 5 s, with room for a busy 2-core host.
+FIRE_BOUND_S = 60.0
+RESOLVE_BOUND_S = 60.0
+
+
+def firing(alertname: str) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(f"{PROMETHEUS}/api/v1/alerts", timeout=5) as answer:
+        alerts = json.load(answer)["data"]["alerts"]
+    return [a for a in alerts if a["labels"]["alertname"] == alertname and a["state"] == "firing"]
+
+
+def wait_until(condition: Any, bound: float, what: str) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < bound:
+        if condition():
+            return time.monotonic() - t0
+        time.sleep(1)
+    raise AssertionError(f"{what}: not within {bound:.0f} s")
+
+
+def test_m1_a_stopped_standby_fires_not_streaming_and_resolves(healthy: Cluster, report: dict[str, Any]) -> None:
+    c = healthy
+    assert not firing("PgHaStandbyNotStreaming"), "the alert fires on a healthy cluster"
+    primary = c.wait_for_primary()
+    standby = next(s.name for s in c.lab.members() if s.name != primary)
+    c.lab.stop_service(standby, settings().pg_unit)
+
+    def fired() -> bool:
+        return any(a["labels"].get("standby") == standby for a in firing("PgHaStandbyNotStreaming"))
+
+    report["fired_s"] = round(wait_until(fired, FIRE_BOUND_S, f"PgHaStandbyNotStreaming for {standby}"), 1)
+    c.lab.start_service(standby, settings().pg_unit)
+    report["resolved_s"] = round(
+        wait_until(lambda: not fired(), RESOLVE_BOUND_S, f"PgHaStandbyNotStreaming for {standby} resolved"), 1
+    )
+    report["standby"] = standby
