@@ -655,13 +655,19 @@ echo "changed: backup timers stopped"
 """.replace("{path}", REPOSITORY_PATH)
 
 
-def _repository_setup_steps(config: ClusterConfig, files: list[ServerFile]) -> tuple[list[Step], list[str]]:
-    """The repository host's packages, user, files, pinned host keys and firewall (no database node needed)."""
+def _repository_setup_steps(
+    config: ClusterConfig, files: list[ServerFile], checks: list[str]
+) -> tuple[list[Step], list[str]]:
+    """The repository host's packages, user, files, pinned host keys and firewall (no database node needed). Like
+    every node's, its directories step (and so every file) waits for the nodes' phase-0 checks: a refused change
+    writes nothing anywhere."""
     assert config.backup is not None
     r = config.backup.host.name
     steps = [
         Step(r, "packages", _sudo_script("packages", _repository_packages_script(config))),
-        Step(r, "directories", _sudo_script("directories", _repository_dirs_script()), after=(f"{r}/packages",)),
+        Step(
+            r, "directories", _sudo_script("directories", _repository_dirs_script()), after=(f"{r}/packages", *checks)
+        ),
     ]
     refs = []
     for file in files:
@@ -1082,7 +1088,9 @@ def provisioning_plan(config: ClusterConfig) -> list[Step]:
         steps.append(hot_standby)
         checks.append(hot_standby.ref)
     if config.backup is not None:  # the repository host: set up alongside the nodes, no database needed
-        repository_steps, repository_refs = _repository_setup_steps(config, _node_files(config, config.backup.host))
+        repository_steps, repository_refs = _repository_setup_steps(
+            config, _node_files(config, config.backup.host), checks
+        )
         steps += repository_steps
     # Phase 1, every node: directories, files (except those in the data directory), ssh host keys, firewall,
     # PostgreSQL configured for either role.

@@ -109,6 +109,11 @@ def test_repository_steps_wait_for_what_they_use() -> None:
         # Each node pins the repository's host key once the repository host answered.
         assert "db-backup/packages" in by_ref[f"{node}/ssh-known-hosts"].after
         assert f"{node}/packages" in by_ref["db-backup/ssh-known-hosts"].after
+    # A change the nodes refuse (phase-0 checks) writes nothing on the repository host either (found in a lifecycle
+    # run: a refused reorder of `nodes` had rewritten the repository's pgbackrest.conf).
+    for node in ("db-a", "db-b", "db-c"):
+        for check in ("membership-check", "hot-standby-check"):
+            assert f"{node}/{check}" in by_ref["db-backup/directories"].after
     assert order["db-backup/backup-schedule"] > stanza
     assert by_ref["db-backup/backup-schedule"].delete is not None  # destroy stops the timers, keeps the backups
     secret_steps = {s.name for s in steps if s.node == "db-backup" and s.secret}
