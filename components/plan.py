@@ -269,6 +269,18 @@ else echo "changed: $did (pgpool2 $version)"; fi
     )
 
 
+def _install_dirs(dirs: list[tuple[str, str, str]]) -> str:
+    """Shell lines that create each (directory, mode, owner:group) or fix its mode and owner; they append what they
+    changed to $changed."""
+    lines = " ".join(f"{d}:{m}:{o}" for d, m, o in dirs)
+    return rf"""for spec in {lines}; do
+  d=${{spec%%:*}}; rest=${{spec#*:}}; m=${{rest%%:*}}; o=${{rest#*:}}
+  if [ -d "$d" ] && [ "$(stat -c '%a %U:%G' "$d")" = "${{m#0}} $o" ]; then continue; fi
+  install -d -m "$m" -o "${{o%%:*}}" -g "${{o#*:}}" "$d"
+  changed="$changed $d"
+done"""
+
+
 def _dirs_script(config: ClusterConfig) -> str:
     dirs = [
         ("/var/lib/pgha", "0755", "root:root"),
@@ -285,15 +297,9 @@ def _dirs_script(config: ClusterConfig) -> str:
             ("/var/log/pgbackrest", "0750", "postgres:postgres"),
             ("/var/spool/pgbackrest", "0750", "postgres:postgres"),
         ]
-    lines = " ".join(f"{d}:{m}:{o}" for d, m, o in dirs)
     return rf"""
 changed=""
-for spec in {lines}; do
-  d=${{spec%%:*}}; rest=${{spec#*:}}; m=${{rest%%:*}}; o=${{rest#*:}}
-  if [ -d "$d" ] && [ "$(stat -c '%a %U:%G' "$d")" = "${{m#0}} $o" ]; then continue; fi
-  install -d -m "$m" -o "${{o%%:*}}" -g "${{o#*:}}" "$d"
-  changed="$changed $d"
-done
+{_install_dirs(dirs)}
 # pgpool.conf includes the hold file (empty at rest, see passwords-hold): it must exist before pgpool starts.
 if [ ! -f {HOLD_CONF} ]; then
   install -m 0640 -o root -g postgres /dev/null {HOLD_CONF}
@@ -586,7 +592,6 @@ def _repository_dirs_script() -> str:
         ("/var/log/pgbackrest", "0750", f"{user}:{user}"),
         ("/var/spool/pgbackrest", "0750", f"{user}:{user}"),
     ]
-    lines = " ".join(f"{d}:{m}:{o}" for d, m, o in dirs)
     return rf"""
 changed=""
 # The repository's owner: a system user with a shell (pgBackRest runs its remote side over ssh) and no password.
@@ -594,12 +599,7 @@ if ! id -u {user} >/dev/null 2>&1; then
   useradd --system --user-group --home-dir {home} --shell /bin/bash --comment "pgBackRest repository" {user}
   changed=" user {user}"
 fi
-for spec in {lines}; do
-  d=${{spec%%:*}}; rest=${{spec#*:}}; m=${{rest%%:*}}; o=${{rest#*:}}
-  if [ -d "$d" ] && [ "$(stat -c '%a %U:%G' "$d")" = "${{m#0}} $o" ]; then continue; fi
-  install -d -m "$m" -o "${{o%%:*}}" -g "${{o#*:}}" "$d"
-  changed="$changed $d"
-done
+{_install_dirs(dirs)}
 if [ -n "$changed" ]; then echo "changed: repository directories$changed"
 else echo "unchanged: repository directories"; fi
 """
