@@ -10,7 +10,7 @@ import time
 import urllib.request
 from typing import Any
 
-from lab.cluster import Cluster, settings
+from lab.cluster import Cluster, address_of, query, settings
 from lab.config import REPOSITORY_SERVER
 
 PROMETHEUS = f"http://{REPOSITORY_SERVER.address}:9090"
@@ -50,3 +50,32 @@ def test_m1_a_stopped_standby_fires_not_streaming_and_resolves(healthy: Cluster,
         wait_until(lambda: not fired(), RESOLVE_BOUND_S, f"PgHaStandbyNotStreaming for {standby} resolved"), 1
     )
     report["standby"] = standby
+
+
+ARCHIVE = "/var/lib/pgbackrest/archive"
+# The rule's `for` is 2 min; PostgreSQL retries a failed archive_command about once a minute, so the heal shows at
+# its next try.
+ARCHIVE_BOUND_S = 240.0
+
+
+def test_m2_a_locked_repository_fires_archiving_failing_and_resolves(healthy: Cluster, report: dict[str, Any]) -> None:
+    c = healthy
+    assert not firing("PgHaArchivingFailing"), "the alert fires on a healthy cluster"
+    repository = REPOSITORY_SERVER.name
+    mode = c.lab.exec(repository, ["stat", "-c", "%a", ARCHIVE]).stdout.strip()
+    assert mode, f"no {ARCHIVE} on {repository}"
+    primary = c.wait_for_primary()
+    direct = {"host": address_of(primary), "port": settings().pg_port}
+    c.lab.exec(repository, ["chmod", "000", ARCHIVE], check=True)  # the repository refuses every new WAL segment
+    try:
+        query("CREATE TABLE IF NOT EXISTS alert_drill (at timestamptz DEFAULT now())")
+        query("INSERT INTO alert_drill DEFAULT VALUES")
+        query("SELECT pg_switch_wal()", **direct)  # a segment to archive now, not at archive_timeout
+        report["fired_s"] = round(wait_until(lambda: bool(firing("PgHaArchivingFailing")), ARCHIVE_BOUND_S,
+                                             "PgHaArchivingFailing"), 1)  # fmt: skip
+    finally:
+        c.lab.exec(repository, ["chmod", mode, ARCHIVE], check=True)
+    report["resolved_s"] = round(
+        wait_until(lambda: not firing("PgHaArchivingFailing"), ARCHIVE_BOUND_S, "PgHaArchivingFailing resolved"), 1
+    )
+    c.archive_now()  # archiving works again: the next segment reaches the repository
