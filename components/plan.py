@@ -737,14 +737,8 @@ echo "changed: monitoring services stopped: $*"
 def _monitoring_step(config: ClusterConfig, host: Node, units: tuple[str, ...], after: tuple[str, ...]) -> Step:
     files = _node_files(config, host)
     specs = [f"{unit}={service_fingerprints(files, unit)[0]}" for unit in units]
-    if not any(f.secret and f.service in units for f in files):
-        return Step(
-            host.name,
-            "monitoring-services",
-            _sudo_script("monitoring-services", _MONITORING_SERVICES, "-", *specs),
-            delete=_sudo_script("monitoring-stop", _MONITORING_STOP, *units),
-            after=after,
-        )
+    # Secret files among the units' (postgres_exporter's password): their fingerprint travels on stdin, as a secret.
+    with_secrets = any(f.secret and f.service in units for f in files)
 
     def secret_fingerprint(secrets: ClusterSecrets) -> str:
         rendered = render_node_files(config, host, secrets)
@@ -753,10 +747,10 @@ def _monitoring_step(config: ClusterConfig, host: Node, units: tuple[str, ...], 
     return Step(
         host.name,
         "monitoring-services",
-        _sudo_script("monitoring-services", _MONITORING_SERVICES, "stdin", *specs),
+        _sudo_script("monitoring-services", _MONITORING_SERVICES, "stdin" if with_secrets else "-", *specs),
         delete=_sudo_script("monitoring-stop", _MONITORING_STOP, *units),
-        stdin=secret_fingerprint,
-        secret=True,
+        stdin=secret_fingerprint if with_secrets else None,
+        secret=with_secrets,
         after=after,
     )
 
