@@ -251,6 +251,18 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+def _shared_values(config: ClusterConfig, secrets: ClusterSecrets) -> dict[str, object]:
+    """What every template sees, on a database node and on the backup repository host alike."""
+    return {
+        "config": config,
+        "secrets": secrets,
+        "pg_unit": f"postgresql@{config.postgresql.version}-main",
+        "repository_user": REPOSITORY_USER,
+        "repository_path": REPOSITORY_PATH,
+        **MONITORING_VALUES,
+    }
+
+
 def context(config: ClusterConfig, node: Node, secrets: ClusterSecrets) -> dict[str, object]:
     index = config.nodes.index(node)
     timing = config.pgpool.timing
@@ -258,15 +270,11 @@ def context(config: ClusterConfig, node: Node, secrets: ClusterSecrets) -> dict[
     key = secrets.pgpool_key
     passwords = ("postgres_password", "replication_password", "pgpool_password", "pcp_password")
     return {
-        "config": config,
+        **_shared_values(config, secrets),
         "node": node,
         "role": "database",
-        "repository_user": REPOSITORY_USER,
-        "repository_path": REPOSITORY_PATH,
-        **MONITORING_VALUES,
         "node_index": index,
         "wd_priority": len(config.nodes) - index if timing.distinct_wd_priority else 1,
-        "secrets": secrets,
         "aes": {name: pgpool_aes(getattr(secrets, name), key) for name in passwords},
         "pgpass": {name: _pgpass_escape(getattr(secrets, name)) for name in passwords},
         "pcp_md5": pcp_md5(secrets.pcp_password),
@@ -275,7 +283,6 @@ def context(config: ClusterConfig, node: Node, secrets: ClusterSecrets) -> dict[
         "secrets_conf": SECRETS_CONF,
         "hold_conf": HOLD_CONF,
         "members_state": MEMBERS_STATE,
-        "pg_unit": f"postgresql@{config.postgresql.version}-main",
         "standby_conf": f"{config.pg_config_directory}/pgha-standby.conf",
         "member_marker": f"/var/lib/postgresql/{config.postgresql.version}/pgha-member",
         "slot_name": slot_name,
@@ -291,16 +298,7 @@ def context(config: ClusterConfig, node: Node, secrets: ClusterSecrets) -> dict[
 def repository_context(config: ClusterConfig, secrets: ClusterSecrets) -> dict[str, object]:
     """What a template rendered for the backup repository host sees (role == "repository")."""
     assert config.backup is not None
-    return {
-        "config": config,
-        "node": config.backup.host,
-        "role": "repository",
-        "secrets": secrets,
-        "pg_unit": f"postgresql@{config.postgresql.version}-main",
-        "repository_user": REPOSITORY_USER,
-        "repository_path": REPOSITORY_PATH,
-        **MONITORING_VALUES,
-    }
+    return {**_shared_values(config, secrets), "node": config.backup.host, "role": "repository"}
 
 
 def _wanted(meta: dict[str, str], config: ClusterConfig, role: str) -> bool:
