@@ -9,7 +9,8 @@ IN_LAB  := ip netns exec $(LAB_NS)
 STACK   ?= lab
 
 .PHONY: help setup host-deps test test-unit test-lab lint render lab-up lab-down lab-reset lab-provision \
-        lab-destroy lab-status lab-backup-restore demo drills bench soak engine test-lab-infra lifecycle changes
+        lab-destroy lab-status lab-backup-restore demo drills bench soak engine pgpool2-exporter test-lab-infra lifecycle \
+        changes
 
 help:
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -33,13 +34,16 @@ lint: setup engine ## ruff, mypy, shellcheck, actionlint (workflows)
 	.venv/bin/shellcheck scripts/*.sh .ci/run
 	PATH=$(CURDIR)/.venv/bin:$$PATH .tools/bin/actionlint
 
-engine: ## pulumi CLI, upstream Python language host, the 4 provider plugins (+ actionlint) into .tools (idempotent)
+engine: pgpool2-exporter ## pulumi CLI, language host, the 4 provider plugins, actionlint, pgpool2_exporter into .tools
 	bash scripts/build-engine.sh
+
+pgpool2-exporter: ## pgpool2_exporter + upstream's Grafana dashboard (uploaded by `pulumi up`) into .tools (idempotent)
+	bash scripts/build-pgpool2-exporter.sh
 
 .tools/bin/promtool:
 	bash scripts/promtool.sh $@
 
-test-unit: setup .tools/bin/promtool ## Unit tests (promtool from Debian's package): no root, no network, under a minute
+test-unit: setup .tools/bin/promtool pgpool2-exporter ## Unit tests (promtool from Debian's package): no root, under a minute
 	.venv/bin/pytest -q tests/unit
 
 render: setup ## Files each server gets, for review: make render STACK=dev -> render/dev/

@@ -471,6 +471,11 @@ class Monitoring(_Model):
     disk_free_percent: int = Field(default=10, ge=1, le=90)
     # Where Alertmanager sends alerts (a webhook receiver); unset: they are visible in Alertmanager and Prometheus.
     webhook_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    # On the machine running Pulumi (relative paths: from the project directory), uploaded by `pulumi up`: the
+    # pgpool2_exporter binary every node runs, and upstream's Grafana dashboard for it, put on the repository host
+    # for users to import. `make engine` (scripts/build-pgpool2-exporter.sh) builds both from the pinned sources.
+    pgpool_exporter_binary: str = Field(default=".tools/bin/pgpool2_exporter", min_length=1)
+    grafana_dashboard: str = Field(default=".tools/share/pgpool2_exporter/pgpool2.json", min_length=1)
 
 
 IPv4Range = Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+\.\d+-\d+\.\d+\.\d+\.\d+$")]

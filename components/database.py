@@ -62,6 +62,7 @@ class PostgresCluster(pulumi.ComponentResource):
     nodes: dict[str, DatabaseNode]
     repository: BackupRepository | None
     commands: dict[str, command.remote.Command]
+    uploads: dict[str, command.remote.CopyToRemote]
 
     def __init__(
         self,
@@ -87,6 +88,7 @@ class PostgresCluster(pulumi.ComponentResource):
             )
             owners[config.backup.host.name] = self.repository
         self.commands = {}
+        self.uploads = {}
         placeholders = ClusterSecrets.placeholders()
         for step in provisioning_plan(config):
             access = hosts[step.node]
@@ -94,18 +96,29 @@ class PostgresCluster(pulumi.ComponentResource):
             depends: list[pulumi.Resource] = [self.commands[ref] for ref in step.after]
             if not step.after:
                 depends.extend(access.ready)
+            connection = command.remote.ConnectionArgs(
+                host=access.host,
+                user=access.user,
+                port=access.port,
+                private_key=access.private_key,
+                # New VMs take a while to boot and start sshd (3-8 min for three TCG guests on a 2-core host,
+                # where 60 dials were nearly used up): keep dialling, bounded, instead of failing the update.
+                dial_error_limit=120,
+                per_dial_timeout=10,
+            )
+            if step.upload is not None:
+                # Copied again only when the file's content changes; the step then installs it (sha256 checked).
+                self.uploads[f"{step.node}/{step.name}"] = copy = command.remote.CopyToRemote(
+                    f"{step.node}-{step.name}-copy",
+                    connection=connection,
+                    source=pulumi.FileAsset(step.upload.source),
+                    remote_path=step.upload.staged,
+                    opts=pulumi.ResourceOptions(parent=owner, depends_on=depends),
+                )
+                depends = [*depends, copy]
             self.commands[f"{step.node}/{step.name}"] = owner.commands[step.name] = command.remote.Command(
                 f"{step.node}-{step.name}",
-                connection=command.remote.ConnectionArgs(
-                    host=access.host,
-                    user=access.user,
-                    port=access.port,
-                    private_key=access.private_key,
-                    # New VMs take a while to boot and start sshd (3-8 min for three TCG guests on a 2-core host,
-                    # where 60 dials were nearly used up): keep dialling, bounded, instead of failing the update.
-                    dial_error_limit=120,
-                    per_dial_timeout=10,
-                ),
+                connection=connection,
                 create=step.create,
                 update=step.update,
                 delete=step.delete,

@@ -29,6 +29,7 @@ from .config import ClusterConfig, Node
 from .render import (
     HOLD_CONF,
     MEMBERS_STATE,
+    MONITORING_VALUES,
     REPOSITORY_PATH,
     REPOSITORY_USER,
     ServerFile,
@@ -44,6 +45,16 @@ from .secrets import ClusterSecrets
 
 
 @dataclass(frozen=True)
+class Upload:
+    """A file of the machine running Pulumi that a step installs: the Pulumi component copies it over SFTP (a
+    CopyToRemote resource, re-copied when its content changes) to `staged`, relative to the SSH user's home; the
+    step's command checks its sha256 and installs it."""
+
+    source: str  # path on the machine running Pulumi
+    staged: str  # relative to the SSH user's home
+
+
+@dataclass(frozen=True)
 class Step:
     node: str  # node name it runs on
     name: str  # unique within the node; the Pulumi resource will be f"{node}-{name}"
@@ -53,6 +64,7 @@ class Step:
     stdin: Callable[[ClusterSecrets], str] | None = None  # content piped to the command (files, passwords)
     secret: bool = False  # stdin is derived from secrets: Pulumi wraps it as a secret, render shows placeholders
     after: tuple[str, ...] = ()  # dependencies, as "node/name"
+    upload: Upload | None = None  # a local file copied to the node before the command runs
 
     @property
     def ref(self) -> str:
@@ -700,7 +712,12 @@ def _repository_setup_steps(
 
 # --- monitoring (monitoring.*) ------------------------------------------------------------------------------------
 # The services each kind of host runs, restarted when their files change.
-DATABASE_MONITORING_UNITS = ("prometheus-node-exporter", "prometheus-postgres-exporter", "pgha-metrics")
+DATABASE_MONITORING_UNITS = (
+    "prometheus-node-exporter",
+    "prometheus-postgres-exporter",
+    "pgha-pgpool2-exporter",
+    "pgha-metrics",
+)
 REPOSITORY_MONITORING_UNITS = ("prometheus-node-exporter", "prometheus", "prometheus-alertmanager", "pgha-metrics")
 
 _MONITORING_SERVICES = r"""
@@ -710,7 +727,12 @@ secret_fingerprint=""
 if [ "$1" = stdin ]; then secret_fingerprint=$(cat); fi
 shift
 did=""
-if [ "$(cat /var/lib/pgha/monitoring.units 2>/dev/null)" != "$*" ]; then
+# A new unit, or a unit file rewritten since systemd read it (a restart would otherwise run the old definition).
+stale=no
+for spec in "$@"; do
+  [ "$(systemctl show -P NeedDaemonReload "${spec%%=*}" 2>/dev/null)" != yes ] || stale=yes
+done
+if [ "$(cat /var/lib/pgha/monitoring.units 2>/dev/null)" != "$*" ] || [ "$stale" = yes ]; then
   systemctl daemon-reload; did=" daemon-reload"
 fi
 for spec in "$@"; do
@@ -752,6 +774,52 @@ def _monitoring_step(config: ClusterConfig, host: Node, units: tuple[str, ...], 
         stdin=secret_fingerprint if with_secrets else None,
         secret=with_secrets,
         after=after,
+    )
+
+
+_INSTALL_UPLOAD = r"""
+staged=$1 dst=$2 mode=$3 unit=$4
+read -r want   # stdin: the sha256 of the file on the machine running Pulumi
+home=$(getent passwd "${SUDO_USER:-root}" | cut -d: -f6)
+src="$home/$staged"
+[ -f "$src" ] || { echo "failed: $src is missing (the step's CopyToRemote puts it there)" >&2; exit 1; }
+have=$(sha256sum "$src" | cut -d' ' -f1)
+[ "$have" = "$want" ] || { echo "failed: $src has sha256 $have, not the uploaded file's $want" >&2; exit 1; }
+if [ -f "$dst" ] && [ "$(sha256sum "$dst" | cut -d' ' -f1)" = "$want" ] \
+   && [ "$(stat -c '%a %U:%G' "$dst")" = "${mode#0} root:root" ]; then
+  echo "unchanged: $dst"
+  exit 0
+fi
+install -d -m 0755 "$(dirname "$dst")"
+install -m "$mode" -o root -g root "$src" "$dst.pgha-new"
+mv -f "$dst.pgha-new" "$dst"
+echo "changed: $dst (sha256 $want)"
+# A new binary under a running service: restart it (the first install comes before the service is started).
+if [ "$unit" != - ] && systemctl is-active --quiet "$unit"; then
+  systemctl restart "$unit"
+  echo "changed: $unit restarted"
+fi
+"""
+
+
+def _sha256_of(path: str) -> Callable[[ClusterSecrets], str]:
+    def digest(_secrets: ClusterSecrets) -> str:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest() + "\n"
+
+    return digest
+
+
+def _upload_step(host: Node, name: str, source: str, dst: str, mode: str, unit: str | None, after: str) -> Step:
+    """Install a file of the machine running Pulumi at `dst` (root-owned), restarting `unit` when it changed."""
+    staged = f"pgha-uploads/{PurePosixPath(source).name}"
+    return Step(
+        host.name,
+        name,
+        _sudo_script("install-upload", _INSTALL_UPLOAD, staged, dst, mode, unit or "-"),
+        stdin=_sha256_of(source),
+        after=(after,),
+        upload=Upload(source=source, staged=staged),
     )
 
 
@@ -1323,11 +1391,26 @@ def provisioning_plan(config: ClusterConfig) -> list[Step]:
         )
     # Monitoring: exporters and pgha-metrics on every node (the check user's password comes with the files), and
     # Prometheus, Alertmanager on the repository host.
+    # pgpool2_exporter and the Grafana dashboard are files of the machine running Pulumi (monitoring.*).
     if config.monitoring_enabled and config.backup is not None:
+        monitoring = config.monitoring
         for node in config.nodes:
             n = node.name
-            waits = (*file_refs[n], *ready, f"{n}/pgpool-secrets")  # after a password change reached the roles
+            exporter = _upload_step(
+                node, "pgpool2-exporter-binary", monitoring.pgpool_exporter_binary,
+                str(MONITORING_VALUES["pgpool_exporter_binary"]), "0755", "pgha-pgpool2-exporter", f"{n}/directories",
+            )  # fmt: skip
+            steps.append(exporter)
+            # After a password change reached the roles (pgpool-secrets).
+            waits = (*file_refs[n], *ready, f"{n}/pgpool-secrets", exporter.ref)
             steps.append(_monitoring_step(config, node, DATABASE_MONITORING_UNITS, waits))
+        r = config.backup.host.name
+        steps.append(
+            _upload_step(
+                config.backup.host, "grafana-dashboard", monitoring.grafana_dashboard,
+                str(MONITORING_VALUES["grafana_dashboard_file"]), "0644", None, f"{r}/directories",
+            )
+        )  # fmt: skip
         steps.append(_monitoring_step(config, config.backup.host, REPOSITORY_MONITORING_UNITS, tuple(repository_refs)))
     _check_order(steps)
     return steps

@@ -45,9 +45,26 @@ def read_stack_config() -> ClusterConfig:
         cluster = parse_config(raw)
     except ConfigError as error:
         problems += str(error).splitlines()[1:]
+    if cluster is not None:
+        problems += missing_uploads(cluster)
     if problems or cluster is None:
         raise StackConfigError("invalid stack configuration:\n  " + "\n  ".join(p.strip() for p in problems))
     return cluster
+
+
+def missing_uploads(config: ClusterConfig) -> list[str]:
+    """Files `pulumi up` uploads from this machine that are not there, each naming its config key."""
+    if not config.monitoring_enabled:
+        return []
+    wanted = {
+        "monitoring.pgpoolExporterBinary": config.monitoring.pgpool_exporter_binary,
+        "monitoring.grafanaDashboard": config.monitoring.grafana_dashboard,
+    }
+    return [
+        f"{PROJECT}:{key}: no file {path} on this machine (`make engine` builds it: scripts/build-pgpool2-exporter.sh)"
+        for key, path in wanted.items()
+        if not Path(path).is_file()
+    ]
 
 
 def _present_keys() -> set[str]:

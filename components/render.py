@@ -52,6 +52,10 @@ MONITORING_VALUES: dict[str, object] = {
     "alertmanager_port": 9093,
     "textfile_directory": "/var/lib/prometheus/node-exporter",
     "postgres_exporter_password_file": "/etc/prometheus/pgha-postgres-exporter.pass",
+    "pgpool_exporter_port": 9719,
+    "pgpool_exporter_binary": "/usr/local/bin/pgpool2_exporter",
+    "pgpool_exporter_pgpass_file": "/etc/prometheus/pgha-pgpool2-exporter.pgpass",
+    "grafana_dashboard_file": "/usr/local/share/pgha/grafana/pgpool2.json",
 }
 _META = re.compile(r"^\{#-?\s*pgha:(?P<meta>[^#]*)-?#\}")
 _PLACEHOLDER = re.compile(r"^<secret:(?P<name>[a-z_]+)>$")

@@ -268,8 +268,13 @@ def test_a_password_change_pauses_health_checks_sets_roles_on_the_primary_then_r
             # No pgpool setting holds repl's password, its pool_passwd entry does.
             assert set(touched) == everywhere - {"file-etc-pgpool2-pgpool_secretsconf"}, touched
         elif key == "pgpool_password":
-            # postgres_exporter logs in as the check user: its password file, and its restart (after the roles).
-            exporter = {"file-etc-prometheus-pgha-postgres-exporterpass", "monitoring-services"}
+            # postgres_exporter and pgpool2_exporter log in as the check user: their password files, and their
+            # restart (after the roles).
+            exporter = {
+                "file-etc-prometheus-pgha-postgres-exporterpass",
+                "file-etc-prometheus-pgha-pgpool2-exporterpgpass",
+                "monitoring-services",
+            }
             assert set(touched) == everywhere | exporter, (key, touched)
         else:
             assert set(touched) == everywhere, (key, touched)

@@ -6,6 +6,9 @@ Every test asserts on registrations recorded while the program ran (see pulumi_h
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import yaml
 
 from components.cloudinit import render_seed
@@ -281,3 +284,36 @@ def test_vmlab_stack_limits_the_tcg_cache_and_installs_from_the_mirror() -> None
     packages = next(r for r in run.of_type("command:remote:Command") if r.name == "server1-packages")
     create = packages.plain("create")
     assert "Dir::Etc::SourceList=$mirror_list" in create and "/etc/apt/keyrings/pgha-mirror.asc" in create
+
+
+def test_pgpool_exporter_and_dashboard_are_uploaded_then_installed() -> None:
+    run = run_program("dev")
+    run.assert_ran()
+    config = load_stack_config("dev")
+    commands = {c.name: c for c in run.of_type(COMMAND)}
+    copies = {c.name: c for c in run.of_type("command:remote:CopyToRemote")}
+    wanted = {
+        **{f"{n.name}-pgpool2-exporter-binary": config.monitoring.pgpool_exporter_binary for n in config.nodes},
+        "backup-grafana-dashboard": config.monitoring.grafana_dashboard,
+    }
+    assert set(copies) == {f"{name}-copy" for name in wanted}
+    for name, source in wanted.items():
+        copy, install = copies[f"{name}-copy"], commands[name]
+        assert copy.plain("source")["path"] == source
+        assert copy.plain("remotePath") == f"pgha-uploads/{Path(source).name}"
+        assert run.by_urn(copy.parent).type in ("pgha:database:DatabaseNode", "pgha:backup:BackupRepository")
+        # The install step runs after the copy, checks the file against the sha256 of the local file (its stdin,
+        # in clear: a binary's digest is no secret), and installs it root-owned.
+        assert copy.urn in install.dependencies
+        digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()
+        assert install.plain("stdin") == digest + "\n" and not install.is_secret("stdin")
+        assert "install-upload" in install.plain("create")
+    for node in config.nodes:
+        monitoring = commands[f"{node.name}-monitoring-services"]
+        assert commands[f"{node.name}-pgpool2-exporter-binary"].urn in monitoring.dependencies
+        assert "pgha-pgpool2-exporter=" in monitoring.plain("create")
+
+
+def test_missing_pgpool_exporter_binary_fails_before_any_resource(tmp_path: Path) -> None:
+    run = run_program("dev", overrides={"monitoring": {"pgpoolExporterBinary": str(tmp_path / "nothing")}})
+    _fails_before_any_resource(run, "pgpool-ha:monitoring.pgpoolExporterBinary:", "make engine")

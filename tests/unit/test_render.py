@@ -290,8 +290,8 @@ def test_data_directory_scripts_and_firewall(config) -> None:
     assert nft.validate == "nft"
     ports = re.search(r"elements = \{ ([^}]*) \}", nft.content)
     expected = [22, 5432, 9000, 9898, 9999]
-    if config.monitoring_enabled:  # node_exporter and postgres_exporter, for Prometheus on the repository host
-        expected = sorted([*expected, 9100, 9187])
+    if config.monitoring_enabled:  # node_exporter, postgres_exporter, pgpool2_exporter, for Prometheus
+        expected = sorted([*expected, 9100, 9187, 9719])
     assert ports and sorted(int(p) for p in ports[1].split(",")) == expected
     assert f"ip saddr {config.subnet} udp dport 9694 accept" in nft.content
     assert "policy drop" in nft.content
