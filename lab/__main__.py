@@ -48,11 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
         ("start", "boot a stopped/crashed server, re-adding its fixed address"),
         ("stop", "clean poweroff of one server (stays off)"),
         ("partition", "cable pull: its switch port goes down"),
-        ("heal", "plug the cable back in"),
+        ("heal", "plug the cable back in (and undo a split)"),
         ("reboot", "clean reboot from inside; waits until it is back"),
     ):
         sp = sub.add_parser(verb, help=hlp)
         sp.add_argument("node", choices=NODES)
+    sp = sub.add_parser("split", help="partial partition: the switch drops everything between NODE and PEERS")
+    sp.add_argument("node", choices=NODES)
+    sp.add_argument("peers", nargs="+", choices=NODES)
     sub.add_parser("mirror", help="build the signed apt repository of the newest PostgreSQL packages (lab/mirror.py)")
     spares = [s.name for s in SPARE_SERVERS]
     sp = sub.add_parser("add", help="add a fresh server (server4, server5) to the running lab")
@@ -118,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                 lab.partition(args.node)
             case "heal":
                 lab.heal(args.node)
+            case "split":
+                lab.split(args.node, args.peers)
             case "reboot":
                 lab.reboot(args.node)
             case "mirror":

@@ -52,7 +52,7 @@ class ServerStatus:
     state: str  # systemctl is-system-running inside, or "stopped"
     address: str
     addresses: list[str] = field(default_factory=list)  # IPv4 on enp0s8 (prefix included), VIP too
-    cable_up: bool = False  # False: partitioned (switch port down) or no network
+    cable_up: bool = False  # False: partitioned (switch port down, or split from some servers) or no network
     vip: bool = False
     memory_mib: float | None = None
     init_pid: int | None = None
@@ -679,11 +679,21 @@ class Lab:
         net.set_cable(s, up=False)
         log.info("partition: %s cut off (switch port %s down)", node, s.switch_port)
 
+    def split(self, node: str, peers: list[str]) -> None:
+        """Partial partition: the switch drops everything between node and peers; its other links stay up (e.g.
+        the database nodes lose the node while the repository host, Prometheus, still reaches it)."""
+        s = get_server(node)
+        self._require_switch()
+        net.split(s, [get_server(p) for p in peers])
+        log.info("split: %s cut off from %s (other links up)", node, ", ".join(peers))
+
     def heal(self, node: str) -> None:
         s = get_server(node)
         self._require_switch()
         net.set_cable(s, up=True)
-        log.info("heal: %s reconnected (switch port %s up)", node, s.switch_port)
+        if s.switch_port in net.split_ports():
+            net.heal_split()
+        log.info("heal: %s reconnected (switch port %s up, no split)", node, s.switch_port)
 
     def stop_service(self, node: str, unit: str) -> None:
         self.exec(node, ["systemctl", "stop", unit], check=True)
@@ -748,6 +758,7 @@ class Lab:
 
     def status(self) -> list[ServerStatus]:
         result = []
+        split = net.split_ports()
         for s in self.members():
             addrs = net.addresses(s)
             pid = self.init_pid(s)
@@ -758,7 +769,7 @@ class Lab:
                     state=self.system_state(s) if pid is not None else "stopped",
                     address=s.address,
                     addresses=addrs,
-                    cable_up=net.cable_is_up(s),
+                    cable_up=net.cable_is_up(s) and s.switch_port not in split,
                     vip=any(a.startswith(f"{VIP}/") for a in addrs),
                     memory_mib=self.memory_mib(s) if pid is not None else None,
                     init_pid=pid,

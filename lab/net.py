@@ -114,6 +114,42 @@ def set_cable(s: Server, up: bool) -> None:
     ip(SWITCH_NS, "link", "set", s.switch_port, "up" if up else "down")
 
 
+# A partial partition: the switch drops every frame between a server and some of the others (a broken link
+# between two racks, say), while its links to the rest stay up. One at a time; `heal` removes it.
+SPLIT_TABLE = "pgha_lab_split"
+
+
+def split(s: Server, peers: list[Server]) -> None:
+    """Drop every frame (ARP included) the switch would forward between s and each of peers, both ways."""
+    rules = "".join(
+        f'\t\tiifname "{a.switch_port}" oifname "{b.switch_port}" drop\n'
+        for peer in peers
+        for a, b in ((s, peer), (peer, s))
+    )
+    script = (
+        f"table bridge {SPLIT_TABLE}\ndelete table bridge {SPLIT_TABLE}\n"
+        f"table bridge {SPLIT_TABLE} {{\n\tchain forward {{\n"
+        f"\t\ttype filter hook forward priority 0; policy accept;\n{rules}\t}}\n}}\n"
+    )
+    run(["ip", "netns", "exec", SWITCH_NS, "nft", "-f", "-"], input=script)
+
+
+def split_ports() -> set[str]:
+    """Switch ports of the servers a split involves (empty: none)."""
+    if not ns_exists(SWITCH_NS):
+        return set()
+    out = run(["ip", "netns", "exec", SWITCH_NS, "nft", "list", "table", "bridge", SPLIT_TABLE], check=False)
+    if out.returncode != 0:
+        return set()
+    words = out.stdout.replace('"', " ").split()
+    return {words[i + 1] for i, w in enumerate(words[:-1]) if w in ("iifname", "oifname")}
+
+
+def heal_split() -> None:
+    if ns_exists(SWITCH_NS):
+        run(["ip", "netns", "exec", SWITCH_NS, "nft", "delete", "table", "bridge", SPLIT_TABLE], check=False)
+
+
 def cable_is_up(s: Server) -> bool:
     if not ns_exists(SWITCH_NS) or not link_exists(SWITCH_NS, s.switch_port):
         return False

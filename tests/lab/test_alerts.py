@@ -79,3 +79,36 @@ def test_m2_a_locked_repository_fires_archiving_failing_and_resolves(healthy: Cl
         wait_until(lambda: not firing("PgHaArchivingFailing"), ARCHIVE_BOUND_S, "PgHaArchivingFailing resolved"), 1
     )
     c.archive_now()  # archiving works again: the next segment reaches the repository
+
+
+def test_m3_a_leader_cut_off_from_the_other_nodes_fires_quorum_lost_on_its_side(
+    healthy: Cluster, report: dict[str, Any]
+) -> None:
+    """Cut the watchdog leader off from the other database nodes, not from the repository host: Prometheus still
+    scrapes it and sees the isolated side lose its quorum (the majority keeps its own, elects a leader)."""
+    c = healthy
+    assert not firing("PgHaWatchdogQuorumLost"), "the alert fires on a healthy cluster"
+    primary = c.wait_for_primary()
+    leader = c.wait_for_leader()
+    if leader == primary:
+        # Cutting off the primary also fails it over (drill g): here only the watchdog's quorum is at stake.
+        c.switch_leader_to(next(s.name for s in c.lab.members() if s.name != primary))
+        c.wait_healthy()
+        leader = c.wait_for_leader()
+    peers = [s.name for s in c.lab.members() if s.name != leader]
+    c.lab.split(leader, peers)
+    try:
+
+        def lost_on(nodes: list[str]) -> bool:
+            return any(a["labels"].get("node") in nodes for a in firing("PgHaWatchdogQuorumLost"))
+
+        report["fired_s"] = round(wait_until(lambda: lost_on([leader]), FIRE_BOUND_S,
+                                             f"PgHaWatchdogQuorumLost on {leader}"), 1)  # fmt: skip
+        assert not lost_on(peers), "the majority side lost its quorum too"
+        report["majority_leader"] = c.wait_for_leader(not_on=leader)
+    finally:
+        c.lab.heal(leader)
+    report["resolved_s"] = round(
+        wait_until(lambda: not firing("PgHaWatchdogQuorumLost"), RESOLVE_BOUND_S, "PgHaWatchdogQuorumLost resolved"), 1
+    )
+    report["isolated"] = leader
