@@ -79,3 +79,36 @@ def test_r2_every_data_directory_lost(healthy: Cluster, report: dict[str, Any]) 
     rows = query(f"SELECT id FROM {TABLE} ORDER BY id")
     assert [r[0] for r in rows] == list(range(1, 31)), f"restored rows: {[r[0] for r in rows]}"
     assert_healthy_and_writable(c, report)
+
+
+def test_r3_a_lost_standby_is_rebuilt_from_the_repository(healthy: Cluster, report: dict[str, Any]) -> None:
+    """A standby's data directory is lost: online recovery (pcp_recovery_node) rebuilds it from the repository
+    (pgBackRest delta restore, WAL from the archive until it streams), not from a copy of the primary, and the
+    rebuilt standby keeps no restore_command (a promotion must not wait for the repository host)."""
+    c = healthy
+    s = settings()
+    primary = c.wait_for_primary()
+    standby = next(n.name for n in c.lab.members() if n.name != primary)
+    query(f"DROP TABLE IF EXISTS {TABLE}", **direct(c))
+    query(f"CREATE TABLE {TABLE} (id int PRIMARY KEY)")
+    for i in range(1, 21):
+        query(f"INSERT INTO {TABLE} (id) VALUES (%s)", (i,))
+    report["archived_segment"] = c.archive_now()
+
+    data = f"/var/lib/postgresql/{s.pg_version}/main"
+    logs = "/var/log/pgbackrest/*-restore.log"
+    seen = c.lab.exec(standby, f"cat {logs} 2>/dev/null | wc -l").stdout.strip() or "0"
+    cp = c.lab.exec(standby, f"systemctl stop {s.pg_unit} && rm -rf {data} && echo gone", timeout=120)
+    assert cp.returncode == 0 and "gone" in cp.stdout, f"{standby}: {cp.stdout}{cp.stderr}"
+
+    report["recovery_s"] = round(c.recover_node(standby), 1)
+    restore_log = c.lab.exec(standby, f"cat {logs} | tail -n +{int(seen) + 1}").stdout
+    assert "restore command end: completed successfully" in restore_log, f"no pgBackRest restore:\n{restore_log}"
+    auto_conf = c.lab.exec(standby, f"cat {data}/postgresql.auto.conf").stdout
+    assert "restore_command" not in auto_conf, auto_conf
+
+    c.wait_healthy(240, warmup=False)
+    assert standby in c.streaming_standbys(c.wait_for_primary()), f"{standby} does not stream"
+    rows = query(f"SELECT count(*) FROM {TABLE}", host=address_of(standby), port=s.pg_port)
+    assert rows[0][0] == 20, f"{standby} has {rows[0][0]} of the 20 rows"
+    report["standby"] = standby

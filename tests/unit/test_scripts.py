@@ -57,7 +57,11 @@ def test_debian_layout_in_scripts() -> None:
     assert "pg_ctlcluster $PGVERSION main promote" in by_name["failover.sh"]
     assert "pg_rewind" in by_name["pg-make-standby"] and "pg_basebackup" in by_name["pg-make-standby"]
     assert "pg-make-standby rewind" in by_name["pgha-follow"]
-    assert "pg-make-standby basebackup" in by_name["recovery_1st_stage"]
+    # Online recovery rebuilds from the backup repository when the stack has one (STANZA set), else pg_basebackup.
+    recovery = by_name["recovery_1st_stage"]
+    assert 'MODE=basebackup\n[ -z "$STANZA" ] || MODE=repository' in recovery and "pg-make-standby $MODE" in recovery
+    assert "--delta --type=standby" in by_name["pg-make-standby"]
+    assert "ALTER SYSTEM RESET restore_command" in by_name["pg-make-standby"]
     assert "systemctl start $PG_UNIT" in by_name["pgpool_remote_start"]
     assert "ip addr del $VIP/$VIP_PREFIX dev $VIP_DEVICE" in by_name["escalation.sh"]
     assert "PGVERSION=15" in by_name["failover.sh"] and "NODES=(db-a db-b db-c)" in by_name["failover.sh"]
