@@ -436,6 +436,11 @@ class Backup(_Model):
     # WAL waiting to reach the repository beyond this is dropped (archive-push reports success, the backup chain has
     # a gap, `pgbackrest check` and the log say so) instead of filling the primary's disk and stopping it.
     archive_push_queue_max: str = "4GiB"
+    # A standby rebuilt in full (online recovery, or a failed pg_rewind) is restored from the repository (delta
+    # restore + archive: only differing files travel, the primary is not read) when the cluster's databases total at
+    # least this many GiB; below it pg_basebackup from the primary is faster (40 MB on the lab: 3.3 s vs 14.8 s).
+    # 0: always from the repository.
+    rebuild_from_repository_gib: float = Field(default=5, ge=0)
     # libvirt mode: the repository VM (smaller than a database node, larger disk).
     memory_mib: int = Field(default=1024, ge=512)
     disk_gib: int = Field(default=40, ge=MIN_DISK_GIB)

@@ -37,6 +37,7 @@ def files(config: ClusterConfig, host_name: str) -> dict[str, str]:
         ({**BACKUP, "archivePushQueueMax": "lots"}, "pgpool-ha:backup.archivePushQueueMax", "not a size"),
         ({**BACKUP, "retentionFull": 0}, "pgpool-ha:backup.retentionFull", "greater than or equal to 1"),
         ({"address": "10.9.0.19"}, "pgpool-ha:backup.host", "Field required"),
+        ({**BACKUP, "rebuildFromRepositoryGib": -1}, "pgpool-ha:backup.rebuildFromRepositoryGib", "greater than or"),
     ],
 )
 def test_bad_backup_config_names_the_key(backup: dict[str, Any], key: str, words: str) -> None:
@@ -181,3 +182,11 @@ def test_backup_absent_from_raw_config_means_none() -> None:
         "vip": "10.9.0.50",
     }
     assert parse_config(raw).backup is None
+
+
+def test_the_rebuild_threshold_reaches_the_scripts_in_bytes() -> None:
+    settings = files(with_backup(rebuildFromRepositoryGib=2.5), "db-a")["/usr/local/lib/pgha/pg-make-standby"]
+    assert f"REBUILD_FROM_REPOSITORY_BYTES={int(2.5 * 1024**3)}" in settings
+    assert "STANZA=" in settings and "STANZA=\n" not in settings
+    plain = {f.path: f.content for f in render_node_files(debian12(), debian12().nodes[0], FAKE)}
+    assert "STANZA=\n" in plain["/usr/local/lib/pgha/pg-make-standby"]  # no repository: always pg_basebackup

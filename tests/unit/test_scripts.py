@@ -57,9 +57,9 @@ def test_debian_layout_in_scripts() -> None:
     assert "pg_ctlcluster $PGVERSION main promote" in by_name["failover.sh"]
     assert "pg_rewind" in by_name["pg-make-standby"] and "pg_basebackup" in by_name["pg-make-standby"]
     assert "pg-make-standby rewind" in by_name["pgha-follow"]
-    # Online recovery rebuilds from the backup repository when the stack has one (STANZA set), else pg_basebackup.
-    recovery = by_name["recovery_1st_stage"]
-    assert 'MODE=basebackup\n[ -z "$STANZA" ] || MODE=repository' in recovery and "pg-make-standby $MODE" in recovery
+    # Online recovery: a full rebuild, from the backup repository for a large database, else pg_basebackup.
+    assert "pg-make-standby rebuild" in by_name["recovery_1st_stage"]
+    assert '"${size:-0}" -ge "$REBUILD_FROM_REPOSITORY_BYTES" ]; then MODE=repository' in by_name["pg-make-standby"]
     assert "--delta --type=standby" in by_name["pg-make-standby"]
     assert "ALTER SYSTEM RESET restore_command" in by_name["pg-make-standby"]
     assert "systemctl start $PG_UNIT" in by_name["pgpool_remote_start"]
