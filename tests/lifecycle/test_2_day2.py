@@ -175,8 +175,9 @@ ROTATION_STEPS = {f"{n}-{step}" for n in NODES for step in (
     "file-etc-pgpool2-pool_passwd", "file-etc-pgpool2-pgpool_secretsconf", "file-etc-pgpool2-pcpconf",
     "file-var-lib-postgresql-pgpass", "file-var-lib-postgresql-pcppass",
     "passwords-hold", "passwords-roles", "pgpool-secrets",
-    # postgres_exporter logs in as pgpool's check user: its password file, then its restart.
-    "file-etc-prometheus-pgha-postgres-exporterpass", "monitoring-services",
+    # postgres_exporter and pgpool2_exporter log in as pgpool's check user: their password files, then their restart.
+    "file-etc-prometheus-pgha-postgres-exporterpass", "file-etc-prometheus-pgha-pgpool2-exporterpgpass",
+    "monitoring-services",
 )} | {"server1-primary-bootstrap"}  # fmt: skip
 
 
