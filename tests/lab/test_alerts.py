@@ -88,13 +88,10 @@ def test_m3_a_leader_cut_off_from_the_other_nodes_fires_quorum_lost_on_its_side(
     scrapes it and sees the isolated side lose its quorum (the majority keeps its own, elects a leader)."""
     c = healthy
     assert not firing("PgHaWatchdogQuorumLost"), "the alert fires on a healthy cluster"
-    primary = c.wait_for_primary()
     leader = c.wait_for_leader()
-    if leader == primary:
-        # Cutting off the primary also fails it over (drill g): here only the watchdog's quorum is at stake.
-        c.switch_leader_to(next(s.name for s in c.lab.members() if s.name != primary))
-        c.wait_healthy()
-        leader = c.wait_for_leader()
+    # When the leader is also the primary, it is fenced and the majority promotes a standby (drill g); the next
+    # drill's fixture rebuilds it. Here only the watchdog's quorum, as Prometheus sees it, is asserted.
+    report["leader_was_primary"] = leader == c.wait_for_primary()
     peers = [s.name for s in c.lab.members() if s.name != leader]
     c.lab.split(leader, peers)
     try:

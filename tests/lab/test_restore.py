@@ -81,34 +81,46 @@ def test_r2_every_data_directory_lost(healthy: Cluster, report: dict[str, Any]) 
     assert_healthy_and_writable(c, report)
 
 
-def test_r3_a_lost_standby_is_rebuilt_from_the_repository(healthy: Cluster, report: dict[str, Any]) -> None:
-    """A standby's data directory is lost: online recovery (pcp_recovery_node) rebuilds it from the repository
-    (pgBackRest delta restore, WAL from the archive until it streams), not from a copy of the primary, and the
-    rebuilt standby keeps no restore_command (a promotion must not wait for the repository host)."""
+def test_r3_after_a_failover_the_old_primary_is_rebuilt_from_the_repository(
+    healthy: Cluster, report: dict[str, Any]
+) -> None:
+    """The primary stops (pgpool fails over: a new timeline) and its data directory is lost; the product's
+    `pg-make-standby repository` rebuilds it from the repository (pgBackRest delta restore aimed at the new primary's
+    timeline, WAL from the archive until it streams; what online recovery runs for databases of at least
+    backup.rebuildFromRepositoryGib), then it is attached again. It keeps no restore_command (a promotion must not
+    wait for the repository host) and holds the rows written before and after the failover."""
     c = healthy
     s = settings()
-    primary = c.wait_for_primary()
-    standby = next(n.name for n in c.lab.members() if n.name != primary)
+    old = c.wait_for_primary()
     query(f"DROP TABLE IF EXISTS {TABLE}", **direct(c))
     query(f"CREATE TABLE {TABLE} (id int PRIMARY KEY)")
-    for i in range(1, 21):
+    for i in range(1, 11):
         query(f"INSERT INTO {TABLE} (id) VALUES (%s)", (i,))
-    report["archived_segment"] = c.archive_now()
+    c.stop_primary_cleanly(old)
+    new = c.wait_for_primary(120, not_on=old)
+    c.wait_writable(60)
+    for i in range(11, 21):
+        query(f"INSERT INTO {TABLE} (id) VALUES (%s)", (i,))
 
     data = f"/var/lib/postgresql/{s.pg_version}/main"
     logs = "/var/log/pgbackrest/*-restore.log"
-    seen = c.lab.exec(standby, f"cat {logs} 2>/dev/null | wc -l").stdout.strip() or "0"
-    cp = c.lab.exec(standby, f"systemctl stop {s.pg_unit} && rm -rf {data} && echo gone", timeout=120)
-    assert cp.returncode == 0 and "gone" in cp.stdout, f"{standby}: {cp.stdout}{cp.stderr}"
-
-    report["recovery_s"] = round(c.recover_node(standby), 1)
-    restore_log = c.lab.exec(standby, f"cat {logs} | tail -n +{int(seen) + 1}").stdout
+    seen = c.lab.exec(old, f"cat {logs} 2>/dev/null | wc -l").stdout.strip() or "0"
+    cp = c.lab.exec(old, f"rm -rf {data} && echo gone", timeout=60)
+    assert cp.returncode == 0 and "gone" in cp.stdout, f"{old}: {cp.stdout}{cp.stderr}"
+    t0 = time.monotonic()
+    rc, out = c.as_postgres(old, f"/usr/local/lib/pgha/pg-make-standby repository {old} {new} {s.pg_port} start", 400)
+    report["rebuild_s"] = round(time.monotonic() - t0, 1)
+    report["pg_make_standby"] = [line for line in out.splitlines() if "pg-make-standby" in line]
+    assert rc == 0, out[-2000:]
+    assert "falling back" not in out, f"not rebuilt from the repository:\n{out[-2000:]}"
+    restore_log = c.lab.exec(old, f"cat {logs} | tail -n +{int(seen) + 1}").stdout
     assert "restore command end: completed successfully" in restore_log, f"no pgBackRest restore:\n{restore_log}"
-    auto_conf = c.lab.exec(standby, f"cat {data}/postgresql.auto.conf").stdout
+    auto_conf = c.lab.exec(old, f"cat {data}/postgresql.auto.conf").stdout
     assert "restore_command" not in auto_conf, auto_conf
 
+    c.attach_node(old)
     c.wait_healthy(240, warmup=False)
-    assert standby in c.streaming_standbys(c.wait_for_primary()), f"{standby} does not stream"
-    rows = query(f"SELECT count(*) FROM {TABLE}", host=address_of(standby), port=s.pg_port)
-    assert rows[0][0] == 20, f"{standby} has {rows[0][0]} of the 20 rows"
-    report["standby"] = standby
+    assert old in c.streaming_standbys(c.wait_for_primary()), f"{old} does not stream"
+    rows = query(f"SELECT count(*) FROM {TABLE}", host=address_of(old), port=s.pg_port)
+    assert rows[0][0] == 20, f"{old} has {rows[0][0]} of the 20 rows"
+    report["old_primary"], report["new_primary"] = old, new

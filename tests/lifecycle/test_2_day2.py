@@ -250,7 +250,8 @@ def test_new_passwords_rotate_everywhere_on_the_current_primary_without_a_failed
                    for n in NODES}  # fmt: skip
         raise AssertionError(
             f"no answer through the VIP after the rotation: {error}; VIP held by {lab.vip_holders()}; logins with the "
-            f"new password: {_logins(new)}; at each pgpool's own address: {pgpools}"
+            f"new password: {_logins(new)}; at each pgpool's own address: {pgpools}; the clients' password (from the "
+            f"stack's outputs) is the new one: {lab_settings().password == new['postgresPassword']}"
         ) from error
     assert after == before, f"pgpool's backend states changed: {before} -> {after}"
     # Same primary. Right after the rotation one `show pool_nodes` through the VIP once answered nothing usable (a CI
