@@ -116,7 +116,8 @@ def test_r3_after_a_failover_the_old_primary_is_rebuilt_from_the_repository(
     restore_log = c.lab.exec(old, f"cat {logs} | tail -n +{int(seen) + 1}").stdout
     assert "restore command end: completed successfully" in restore_log, f"no pgBackRest restore:\n{restore_log}"
     auto_conf = c.lab.exec(old, f"cat {data}/postgresql.auto.conf").stdout
-    assert "restore_command" not in auto_conf, auto_conf
+    # Nor the timeline the restore aimed at: it would keep the standby from following the next failover.
+    assert "restore_command" not in auto_conf and "recovery_target_timeline" not in auto_conf, auto_conf
 
     c.attach_node(old)
     c.wait_healthy(240, warmup=False)

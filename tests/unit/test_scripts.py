@@ -61,7 +61,10 @@ def test_debian_layout_in_scripts() -> None:
     assert "pg-make-standby rebuild" in by_name["recovery_1st_stage"]
     assert '"${size:-0}" -ge "$REBUILD_FROM_REPOSITORY_BYTES" ]; then MODE=repository' in by_name["pg-make-standby"]
     assert "--delta --type=standby" in by_name["pg-make-standby"]
-    assert "ALTER SYSTEM RESET restore_command" in by_name["pg-make-standby"]
+    assert (
+        '"ALTER SYSTEM RESET restore_command" -c "ALTER SYSTEM RESET recovery_target_timeline"'
+        in by_name["pg-make-standby"]
+    )
     assert "systemctl start $PG_UNIT" in by_name["pgpool_remote_start"]
     assert "ip addr del $VIP/$VIP_PREFIX dev $VIP_DEVICE" in by_name["escalation.sh"]
     assert "PGVERSION=15" in by_name["failover.sh"] and "NODES=(db-a db-b db-c)" in by_name["failover.sh"]
