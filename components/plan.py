@@ -1066,6 +1066,9 @@ echo "changed: new passwords set on this primary for:$refused"
 
 
 def _pgpool_secrets_script(config: ClusterConfig) -> str:
+    pg = config.postgresql
+    check_user, recovery_user = pg.check_user, pg.recovery_user
+    pg_port, pool_port = pg.port, config.pgpool.port
     return (
         _pg_common(config)
         + rf"""
@@ -1089,6 +1092,36 @@ elif [ "$applied_restart" != "$restart_fp" ]; then
   systemctl restart pgpool2; did=" restarted (pgpool key changed)"
 elif [ "$applied_reload" != "$reload_fp" ] && [ "$released" = no ]; then
   systemctl reload pgpool2; did=" reloaded (passwords changed)"
+fi
+if [ -n "$did" ] && systemctl is-active --quiet pgpool2; then
+  # Done only when this pgpool takes the new passwords: a CI run saw one refuse the new postgres password for up to
+  # 30 s after a reload (its children read pool_passwd again only once the main process passed the reload on).
+  # Log in through it as the check and recovery users, with a pgpass for its port made from ~postgres/.pgpass;
+  # re-send the reload every 10 s; bounded.
+  pass=$(mktemp)
+  trap 'rm -f "$pass"' EXIT
+  chown postgres "$pass"
+  sed -nE "s/^\*:{pg_port}:\*:({check_user}|{recovery_user}):/127.0.0.1:{pool_port}:postgres:\1:/p" \
+    /var/lib/postgresql/.pgpass >"$pass"
+  takes() {{
+    local user
+    for user in {check_user} {recovery_user}; do
+      runuser -u postgres -- env PGPASSFILE="$pass" psql -XAtqw \
+        "host=127.0.0.1 port={pool_port} user=$user dbname=postgres connect_timeout=5" -c 'SELECT 1' >/dev/null 2>&1 \
+        || return 1
+    done
+  }}
+  waited=0
+  until takes; do
+    if [ "$waited" -ge 60 ]; then
+      echo "failed: pgpool on this node still refuses the new passwords after 60 s" >&2
+      exit 1
+    fi
+    sleep 1
+    waited=$((waited + 1))
+    if [ $((waited % 10)) = 0 ]; then systemctl reload pgpool2; did="$did, reloaded again after $waited s"; fi
+  done
+  did="$did, logins through it checked after $waited s"
 fi
 umask 077
 echo "$restart_fp $reload_fp" >"$state"
