@@ -62,7 +62,6 @@ class PostgresCluster(pulumi.ComponentResource):
     nodes: dict[str, DatabaseNode]
     repository: BackupRepository | None
     commands: dict[str, command.remote.Command]
-    uploads: dict[str, command.remote.CopyToRemote]
 
     def __init__(
         self,
@@ -88,7 +87,6 @@ class PostgresCluster(pulumi.ComponentResource):
             )
             owners[config.backup.host.name] = self.repository
         self.commands = {}
-        self.uploads = {}
         placeholders = ClusterSecrets.placeholders()
         for step in provisioning_plan(config):
             access = hosts[step.node]
@@ -108,7 +106,7 @@ class PostgresCluster(pulumi.ComponentResource):
             )
             if step.upload is not None:
                 # Copied again only when the file's content changes; the step then installs it (sha256 checked).
-                self.uploads[f"{step.node}/{step.name}"] = copy = command.remote.CopyToRemote(
+                copy = command.remote.CopyToRemote(
                     f"{step.node}-{step.name}-copy",
                     connection=connection,
                     source=pulumi.FileAsset(step.upload.source),

@@ -41,7 +41,8 @@ export PULUMI_SKIP_UPDATE_CHECK=1 PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=tr
 LDFLAGS_BASE="-s -w"
 
 mkdir -p "$BIN" "$SRC" "$STAMPS" "$PULUMI_HOME"
-log() { printf '==> %s\n' "$*"; }
+# shellcheck source=scripts/build-lib.sh
+source "$ROOT/scripts/build-lib.sh" # log, stamp_ok, tree_hash, fresh_copy
 # One build at a time (CI starts one early in the background; `make test` asks again and waits for it).
 exec 9>"$TOOLS/.build.lock"
 if ! flock -n 9; then
@@ -50,12 +51,6 @@ if ! flock -n 9; then
 fi
 script_start=$(date +%s)
 
-# stamp_ok NAME STAMP: true when NAME was built from exactly STAMP (and its output still exists: $3).
-stamp_ok() {
-    local name=$1 stamp=$2 output=$3
-    [[ $FORCE != 1 && -e "$output" && -f "$STAMPS/$name" && "$(cat "$STAMPS/$name")" == "$stamp" ]]
-}
-
 # timed NAME CMD...: run CMD, print how long it took.
 timed() {
     local name=$1 start
@@ -63,23 +58,6 @@ timed() {
     start=$(date +%s)
     "$@"
     log "$name built in $(($(date +%s) - start)) s"
-}
-
-# tree_hash DIR: content hash of a source tree (its files, not their times).
-tree_hash() {
-    (cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
-}
-
-# fresh_copy NAME: .tools/src/NAME as a writable copy of ../shared/third_party/NAME.
-fresh_copy() {
-    local name=$1
-    [[ -d "$THIRD_PARTY/$name" ]] || {
-        log "missing $THIRD_PARTY/$name (the upstream sources, see shared/third_party/README.md)"
-        exit 1
-    }
-    rm -rf "${SRC:?}/$name"
-    cp -a "$THIRD_PARTY/$name" "$SRC/$name"
-    chmod -R u+w "$SRC/$name"
 }
 
 go_version=$(go env GOVERSION)

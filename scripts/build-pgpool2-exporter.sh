@@ -13,32 +13,32 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 THIRD_PARTY=${THIRD_PARTY:-$(cd "$ROOT/.." && pwd)/shared/third_party}
 TREE=pgpool2_exporter-1.2.2
 TOOLS="$ROOT/.tools"
+SRC="$TOOLS/src"
+STAMPS="$TOOLS/stamps"
+FORCE=${FORCE:-0}
 BIN="$TOOLS/bin/pgpool2_exporter"
 SHARE="$TOOLS/share/pgpool2_exporter"
-STAMP="$TOOLS/stamps/pgpool2_exporter"
-log() { printf '==> %s\n' "$*"; }
+# shellcheck source=scripts/build-lib.sh
+source "$ROOT/scripts/build-lib.sh" # log, stamp_ok, tree_hash, fresh_copy
+
+mkdir -p "$TOOLS/bin" "$SRC" "$STAMPS" "$SHARE"
+exec 9>"$TOOLS/.pgpool2-exporter.lock"
+flock 9
 
 [[ -d "$THIRD_PARTY/$TREE" ]] || {
     log "missing $THIRD_PARTY/$TREE (the upstream sources, see shared/third_party/README.md)"
     exit 1
 }
-mkdir -p "$TOOLS/bin" "$TOOLS/src" "$TOOLS/stamps" "$SHARE"
-exec 9>"$TOOLS/.pgpool2-exporter.lock"
-flock 9
-
-tree_hash=$(cd "$THIRD_PARTY/$TREE" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
-stamp="$TREE $(go env GOVERSION) $tree_hash"
-if [[ -x $BIN && -f $SHARE/pgpool2.json && -f $STAMP && "$(cat "$STAMP")" == "$stamp" ]]; then
+stamp="$TREE $(go env GOVERSION) $(tree_hash "$THIRD_PARTY/$TREE")"
+if stamp_ok pgpool2_exporter "$stamp" "$BIN" && [[ -f $SHARE/pgpool2.json ]]; then
     log "pgpool2_exporter: up to date ($BIN)"
     exit 0
 fi
 
 start=$(date +%s)
 log "building pgpool2_exporter from ../shared/third_party/$TREE"
-src="$TOOLS/src/$TREE"
-rm -rf "$src"
-cp -a "$THIRD_PARTY/$TREE" "$src"
-chmod -R u+w "$src"
+fresh_copy "$TREE"
+src="$SRC/$TREE"
 version=$(cat "$src/VERSION")
 (cd "$src" && GOTOOLCHAIN=local GOFLAGS="-mod=mod -buildvcs=false -p=2" CGO_ENABLED=0 go build -trimpath \
     -ldflags "-s -w -X github.com/prometheus/common/version.Version=$version" \
@@ -48,5 +48,5 @@ mv "$BIN.tmp" "$BIN"
 install -m 0644 "$src/dashboards/pgpool2.json" "$SHARE/pgpool2.json"
 install -m 0644 "$src/LICENSE" "$SHARE/LICENSE"
 rm -rf "$src"
-printf '%s\n' "$stamp" >"$STAMP"
+printf '%s\n' "$stamp" >"$STAMPS/pgpool2_exporter"
 log "pgpool2_exporter $version built in $(($(date +%s) - start)) s: $BIN ($(du -h "$BIN" | cut -f1)), $SHARE/pgpool2.json"
