@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
 
 from lab import SERVERS, VIP, Lab
+from lab.config import SWITCH_NS
 from lab.net import product_net_sysctls
 from tests.labpolicy import cannot_run, lab_host_problem
 
@@ -71,6 +73,47 @@ def test_crash_drops_vip_and_start_restores(lab: Lab) -> None:
     assert lab.vip_holders() == []
     assert lab.client(["ping", "-c1", "-W1", "10.213.8.11"]).returncode != 0
     lab.start("server1")
+    lab.ssh("server1", "true", check=True)
+
+
+# Holds a TCP connection to server1's sshd from the switch namespace, and after the crash says what it received.
+_SILENCE_PROBE = """
+import socket, sys
+s = socket.create_connection(("10.213.8.11", 22), timeout=5)
+s.recv(64)  # the ssh banner: connected
+print("ready", flush=True)
+sys.stdin.readline()  # the crash happened
+s.settimeout(2)
+try:
+    print("closed" if s.recv(1) == b"" else "data")
+except TimeoutError:
+    print("silent")
+except ConnectionResetError:
+    print("reset")
+"""
+
+
+def test_crash_is_silent(lab: Lab) -> None:
+    """A power loss sends nothing: a peer's open connection sees neither FIN nor RST (it times out), as with a real
+    server losing power. Killed with its link still up, a server's kernel closed its sockets and told every peer at
+    once, which made crashes look faster to detect than they are."""
+    probe = subprocess.Popen(
+        ["ip", "netns", "exec", SWITCH_NS, sys.executable, "-c", _SILENCE_PROBE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert probe.stdout is not None and probe.stdin is not None
+        assert probe.stdout.readline().strip() == "ready"
+        lab.crash("server1")
+        probe.stdin.write("crashed\n")
+        probe.stdin.flush()
+        assert probe.stdout.readline().strip() == "silent"
+    finally:
+        probe.kill()
+        probe.wait(10)
+        lab.start("server1")
     lab.ssh("server1", "true", check=True)
 
 
