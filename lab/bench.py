@@ -243,7 +243,7 @@ def bench_profile(profile: str, stack: str, args: argparse.Namespace) -> dict[st
     noop_s = provision(stack, args.synchronous)
     result: dict[str, Any] = {
         "stack": stack,
-        "synchronous_replication": t.synchronous_replication,
+        "synchronous_replication": args.synchronous or t.synchronous_replication,
         "provision_s": round(provision_s, 1),
         "provision_apply_s": round(apply_s, 1),
         "healthy_s": round(healthy_s, 1),
