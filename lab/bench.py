@@ -264,6 +264,13 @@ def bench_profile(profile: str, stack: str, args: argparse.Namespace) -> dict[st
 def outer(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
     """Run argv in the host's namespaces: `lab reset` recreates the switch namespace this process may sit in."""
     host = outer_ancestor()
+    if host is None and not Path("/sys/fs/cgroup/systemd").is_dir():
+        # Started detached (its shell gone, reparented to init): `lab reset` would run in `ip netns exec`'s mount
+        # namespace, fail on the missing cgroup mount and leave stale /run/netns entries behind.
+        raise LabError(
+            "no ancestor process in the host's namespaces: run the bench from a shell that stays alive "
+            "(make bench, or nohup bash -c 'ip netns exec pghalab-sw .venv/bin/python -m lab.bench ...')"
+        )
     prefix = ["nsenter", f"--mount=/proc/{host}/ns/mnt", f"--net=/proc/{host}/ns/net", f"--wd={REPO}", "--"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
