@@ -637,7 +637,7 @@ class Lab:
             log.info("stop: %s powered off, link down, addresses flushed", node)
 
     def crash(self, node: str) -> None:
-        """Power loss: SIGKILL the container's init; its link goes down and loses its addresses (and the VIP)."""
+        """Power loss: its link goes down and loses its addresses (and the VIP), then its init is SIGKILLed."""
         self._require_root()
         s = get_server(node)
         with self._locked():
@@ -655,7 +655,6 @@ class Lab:
                 lambda: self.supervisor_pid(s) is None and self.nspawn_pid(s) is None,
                 20,
             )
-            net.link_dead(s)
             self._clear_cgroups(s, remove=False)
             shutil.rmtree(PROPAGATE_DIR / node, ignore_errors=True)
             was = f"init pid {pid} killed" if pid else "was not running"
