@@ -88,7 +88,7 @@ soak: setup ## Random faults under load for DURATION s (default 1800) on the fas
 	@$(IN_LAB) $(PY) -m lab.soak --duration $(DURATION)
 
 test-lab-infra: setup host-deps ## The lab itself: up, ssh, VIP, crash, partition, reboot, clean teardown
-	LAB_INFRA_TESTS=1 .venv/bin/pytest -q tests/lab_infra
+	.venv/bin/pytest -q -m lab_infra tests/lab_infra
 
 lifecycle: setup host-deps engine ## Fresh lab: preview, interrupted up + recovery, drills, no-op, changes, destroy
 	$(PY) -m lab reset

@@ -14,7 +14,8 @@ of PHASES whatever the paths given, stable within a phase (a file's definition o
 Each such test also gets the markers `lab`, `lifecycle` and `phase_NAME`, and a `drill(LETTER)` test `drill_LETTER`,
 so that `pytest -m` selects them: `-m lifecycle` (everything, in order), `-m "lifecycle and not phase_drills"` (the
 engine's lifecycle without the drills), `-m phase_drills`, `-m drill_g`, `-m "lifecycle and not slow"` (without the
-five-node scale tests and the restores).
+five-node scale tests and the restores). `lab_infra` (tests/lab_infra: it resets the lab and takes it down) is
+deselected unless `-m` names it (pyproject.toml's addopts: -m "not lab_infra").
 
 Measurements (the `report` fixture): a drill's to $LAB_DIR/drills-report.json, the others' to
 $LAB_DIR/lifecycle-report.json, and both to the terminal summary.
