@@ -1,6 +1,6 @@
 """Cluster verbs for the provisioned lab: what pgpool and PostgreSQL say, waits, recovery, and a bounded writer.
 
-Used by the HA drills (tests/lab) and the benchmark (lab.bench). SQL clients connect from the process's own network
+Used by the HA drills (tests/ha) and the benchmark (lab.bench). SQL clients connect from the process's own network
 namespace: run them inside the lab's switch namespace (`ip netns exec pghalab-sw ...`). pcp commands run inside a
 server (Lab.exec, as postgres, with its ~/.pcppass), so they need no network from here.
 
