@@ -52,21 +52,22 @@ class DocsError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------------------- tables
-def cell(value: Any) -> str:
-    """One table cell: scalars as written, lists joined with ' / ', dicts as key=value; '|' and newlines escaped."""
+def text_of(value: Any) -> str:
+    """A value as the run file has it: numbers as written, lists joined with ' / ', dicts as key=value."""
     if value is None:
-        text = "-"
-    elif isinstance(value, bool):
-        text = "yes" if value else "no"
-    elif isinstance(value, float):
-        text = f"{value:g}"
-    elif isinstance(value, list | tuple):
-        text = " / ".join(cell(v) for v in value) if value else "-"
-    elif isinstance(value, dict):
-        text = ", ".join(f"{k}={cell(v)}" for k, v in value.items()) if value else "-"
-    else:
-        text = str(value)
-    return text.replace("|", "\\|").replace("\n", " ")
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return " / ".join(text_of(v) for v in value) if value else "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={text_of(v)}" for k, v in value.items()) if value else "-"
+    return str(value)
+
+
+def cell(value: Any) -> str:
+    """One table cell; '|' and newlines escaped."""
+    return text_of(value).replace("|", "\\|").replace("\n", " ")
 
 
 def table(head: list[str], rows: list[list[Any]]) -> str:
@@ -142,7 +143,7 @@ def bench(kind: str, args: list[str], figures: Path) -> str:
     if data is None:
         return missing(name, how(name))
     profiles: dict[str, Any] = data.get("profiles", {})
-    note = f"From `docs/figures/{name}`" + (f", started {data['started_utc']}" if data.get("started_utc") else "")
+    note = f"From `docs/figures/{name}`"
     if data.get("error"):
         note += f"; the run stopped early: {data['error']}"
     note += ".\n\n"
@@ -175,7 +176,7 @@ def bench(kind: str, args: list[str], figures: Path) -> str:
             (r["throughput"]["pgbench"] for r in profiles.values() if "pgbench" in r.get("throughput", {})), {}
         )
         if pgb:
-            note = note[:-3] + f"; pgbench {cell(pgb)}.\n\n"
+            note = note[:-3] + f"; pgbench {text_of(pgb)}.\n\n"
         return note + table(["profile", "mode", "tps direct", "tps through pgpool", "ratio"], rows)
     if kind == "bench-provisioning":
         keys = [
@@ -188,7 +189,7 @@ def bench(kind: str, args: list[str], figures: Path) -> str:
         ]
         rows = [[p, *(r.get(k) for k in keys)] for p, r in profiles.items()]
         machine = data.get("machine")
-        tail = f"\nMachine: {cell(machine)}.\n" if machine else ""
+        tail = f"\nMachine: {text_of(machine)}.\n" if machine else ""
         return note + table(["profile", *[f"`{k}`" for k in keys]], rows) + tail
     raise DocsError(f"unknown kind {kind}")
 
