@@ -103,3 +103,7 @@ test: test-unit test-lab-infra lint lifecycle ## Every test: unit, the lab, lint
 # The VM lab (libvirt + QEMU TCG in a namespace, see lab/vm/README.md). Not in `make test` yet: one green run of
 # three, and ~42 min more on a cold CI (README, "The VM lab").
 include lab/vm/vm.mk
+
+.PHONY: docs
+docs: setup ## Rewrite docs/'s generated parts: configuration from Pulumi.yaml, figures from docs/figures/*.json
+	$(PY) scripts/docs_generate.py
