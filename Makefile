@@ -61,8 +61,8 @@ lab-down: setup ## Stop the lab and remove every trace of it
 lab-reset: setup ## Fresh servers (new overlays)
 	$(PY) -m lab reset
 
-lab-provision: lab-up engine ## `pulumi up` of the lab stack (inside the lab namespace)
-	$(IN_LAB) $(PY) -m lab.engine up
+lab-provision: lab-up engine ## `pulumi up` of the lab stack (inside the lab namespace): progress here, all output to a log
+	$(IN_LAB) $(PY) -m lab.engine up --progress
 
 lab-destroy: setup ## `pulumi destroy` of the lab stack: no pgpool, no VIP, servers kept
 	$(IN_LAB) $(PY) -m lab.engine destroy
@@ -76,6 +76,7 @@ lab-backup-restore: setup ## Restore the lab cluster from its backups: TIME='202
 	$(IN_LAB) $(PY) -m lab.cluster restore-backup $(if $(filter latest,$(TIME)),--latest,--time "$(TIME)")
 
 demo: lab-provision lab-status ## The main job: lab up, cluster provisioned, status printed
+	@echo "demo: done. Next: make drills (the HA drills), make lab-status, make lab-destroy, make lab-down"
 
 drills: setup ## HA drills against the provisioned lab (exit 0 only if all pass)
 	$(IN_LAB) .venv/bin/pytest -q -p no:cacheprovider tests/lab
