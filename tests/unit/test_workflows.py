@@ -255,3 +255,15 @@ def test_a_pulumi_step_without_the_pinned_cli_or_with_plugin_acquisition_off_is_
     assert "`pulumi preview --stack dev` runs pulumi before pulumi/actions installs the CLI" in problems
     assert "pulumi/actions@v6 without pulumi-version 3.274.1 (the CLI the offline build pins)" in problems
     assert "turns off the engine's plugin acquisition" in problems
+
+
+def test_the_exporter_sources_checked_out_in_ci_are_the_tree_the_build_script_builds() -> None:
+    # THIRD_PARTY replaces ../shared/third_party only if the checkout lands where the script looks for its tree.
+    tree = re.search(r"^TREE=(\S+)$", (REPO / "scripts/build-pgpool2-exporter.sh").read_text(), re.M)
+    assert tree
+    action = yaml.safe_load((REPO / ".github/actions/pgpool2-exporter/action.yml").read_text())
+    checkout = next(s for s in action["runs"]["steps"] if str(s.get("uses", "")).startswith("actions/checkout@"))
+    assert checkout["with"]["repository"] == "pgpool/pgpool2_exporter"
+    assert checkout["with"]["path"] == f".tools/third_party/{tree.group(1)}"
+    exported = next(s["run"] for s in action["runs"]["steps"] if "GITHUB_ENV" in str(s.get("run", "")))
+    assert 'THIRD_PARTY=$GITHUB_WORKSPACE/.tools/third_party" >>"$GITHUB_ENV"' in exported
