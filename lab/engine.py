@@ -162,7 +162,7 @@ class ProgressFilter:
             out.append(f"engine: {self.verb} done in {seconds:.0f} s: {self._counts(final=True)}")
         else:
             failed = f"; failed: {', '.join(self.failed)}" if self.failed else ""
-            counts = self._counts(final=True)
+            counts = self._counts(final=True) if self.started or self.done else "before any step"
             out.append(f"engine: {self.verb} FAILED (rc {returncode}) after {seconds:.0f} s: {counts}{failed}")
         out += self.summary
         if self.warnings:

@@ -11,6 +11,7 @@ import yaml
 
 from lab.audit import SECRET_SIG, leaks_in, needles, stack_secrets
 from lab.engine import REPO, Engine, EngineError, EngineRun, LabStack, ProgressFilter
+from lab.engine import main as engine_main
 
 UP_OUTPUT = """\
 Updating (lab):
@@ -286,3 +287,31 @@ def test_echo_still_streams_everything_and_writes_no_log(
     run = LabStack("lab", directory=tmp_path / "pulumi", echo=True).run("up")
     assert capsys.readouterr().out == run.output == "\n".join(lines) + "\n"
     assert run.log is None and not (tmp_path / "pulumi" / "logs").exists()
+
+
+def test_a_refused_stack_config_shows_the_message_and_no_traceback() -> None:
+    # The program's refusals are pulumi.RunError: the engine prints the message at column 0, its lines indented.
+    refusal = [
+        "error: invalid stack configuration:",
+        "  pgpool-ha:monitoring.pgpoolExporterBinary: no file .tools/bin/pgpool2_exporter on this machine",
+    ]
+    progress, shown = _filtered(["Updating (lab):", *refusal, "Resources:", "", "Duration: 3s"])
+    shown += progress.finish(255, 3.0, None)
+    assert shown[:3] == ["engine: ERROR:", "    error: invalid stack configuration:", "    " + refusal[1]]
+    assert shown[3] == "engine: up FAILED (rc 255) after 3 s: before any step"
+
+
+def test_the_command_line_reports_an_engine_error_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_engine(cls: type[Engine]) -> Engine:
+        raise EngineError("no pulumi CLI at .tools/bin/pulumi: run `make engine` (scripts/build-engine.sh) first")
+
+    monkeypatch.setattr("lab.engine.lab_dir", lambda: tmp_path)
+    monkeypatch.setattr(Engine, "locate", classmethod(no_engine))
+    assert engine_main(["up", "--progress"]) == 1
+    captured = capsys.readouterr()
+    assert (
+        captured.err
+        == "engine: error: no pulumi CLI at .tools/bin/pulumi: run `make engine` (scripts/build-engine.sh) first\n"
+    )
