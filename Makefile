@@ -10,7 +10,7 @@ STACK   ?= lab
 
 .PHONY: help setup host-deps test test-unit test-lab lint render lab-up lab-down lab-reset lab-provision \
         lab-destroy lab-status lab-backup-restore demo drills bench soak engine pgpool2-exporter test-lab-infra lifecycle \
-        changes
+        changes actionlint
 
 help:
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -27,14 +27,17 @@ host-deps: ## Debian packages the lab and its clients need (root)
 	if [ -n "$$missing" ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	else echo "host packages: all installed"; fi
 
-lint: setup engine ## ruff, mypy, shellcheck, actionlint (workflows)
+lint: setup actionlint ## ruff, mypy, shellcheck, actionlint (workflows)
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 	.venv/bin/shellcheck scripts/*.sh .ci/run
 	PATH=$(CURDIR)/.venv/bin:$$PATH .tools/bin/actionlint
 
-engine: pgpool2-exporter ## pulumi CLI, language host, the 4 provider plugins, actionlint, pgpool2_exporter into .tools
+actionlint: ## actionlint (pinned) into .tools/bin: `go install` through the Go module proxy, no engine build
+	bash scripts/install-actionlint.sh
+
+engine: pgpool2-exporter ## pulumi CLI, language host, the 4 provider plugins, pgpool2_exporter into .tools
 	bash scripts/build-engine.sh
 
 pgpool2-exporter: ## pgpool2_exporter + upstream's Grafana dashboard (uploaded by `pulumi up`) into .tools (idempotent)
@@ -58,8 +61,8 @@ lab-down: setup ## Stop the lab and remove every trace of it
 lab-reset: setup ## Fresh servers (new overlays)
 	$(PY) -m lab reset
 
-lab-provision: lab-up engine ## `pulumi up` of the lab stack (inside the lab namespace)
-	$(IN_LAB) $(PY) -m lab.engine up
+lab-provision: lab-up engine ## `pulumi up` of the lab stack (inside the lab namespace): progress here, all output to a log
+	$(IN_LAB) $(PY) -m lab.engine up --progress
 
 lab-destroy: setup ## `pulumi destroy` of the lab stack: no pgpool, no VIP, servers kept
 	$(IN_LAB) $(PY) -m lab.engine destroy
@@ -73,6 +76,7 @@ lab-backup-restore: setup ## Restore the lab cluster from its backups: TIME='202
 	$(IN_LAB) $(PY) -m lab.cluster restore-backup $(if $(filter latest,$(TIME)),--latest,--time "$(TIME)")
 
 demo: lab-provision lab-status ## The main job: lab up, cluster provisioned, status printed
+	@echo "demo: done. Next: make drills (the HA drills), make lab-status, make lab-destroy, make lab-down"
 
 # Drills (and any pytest selection) by marker: make drills MARKS='drill_g or drill_h'; MARKS='phase_drills and not slow'
 # leaves the restores out (tests/ha/conftest.py lists the markers).

@@ -12,7 +12,10 @@ The stack state lives and dies with the servers it describes (remote commands ca
 Commands that reach the servers (up, refresh, destroy) must run inside the lab's namespace: call this from a
 process that is already there (`ip netns exec pghalab-sw ...`, as the Makefile does).
 
-    python -m lab.engine up|preview|refresh|destroy|outputs|forget [--config STACKFILE]
+    python -m lab.engine up|preview|refresh|destroy|outputs|forget [--config STACKFILE] [--progress]
+
+--progress (what `make demo` uses): the terminal gets progress lines, the errors and the summary; the full engine
+output, diff included, goes to a log file under $LAB_DIR/pulumi/logs whose path is printed.
 """
 
 from __future__ import annotations
@@ -56,6 +59,195 @@ UNCHANGED_TAIL = re.compile(r"^\s+\d+ changes?\. (\d+) unchanged")
 # `up`/`destroy` of the lab is about a minute; a hang (a command waiting on a dead server) must still end.
 DEFAULT_TIMEOUT = 900.0
 
+# What the progress filter recognises in the output of preview/up/refresh/destroy. The diff display (`--diff`, what
+# up and preview run here) prints each step as it starts: "  + command:remote:Command: (create)", then its
+# "[urn=urn:pulumi:lab::pgpool-ha::...::server1-packages]", then the properties. The progress display prints one
+# line per state change: "+  command:remote:Command server1-packages created (3s)", and a Diagnostics section whose
+# entries start "  command:remote:Command (server1-packages):".
+DIFF_STEP = re.compile(r"^\s*[-+~<>=*]*\s*(?P<type>[\w-]+:[\w/.-]*:[\w-]+): \((?P<op>[a-z-]+)\)")
+URN_LINE = re.compile(r"^\s*\[urn=urn:pulumi:[^\]]*::(?P<name>[^:\]]+)\]\s*$")
+PROGRESS_STEP = re.compile(
+    r"^\s*(?:[-+~<>=*]{1,2}\s+)?(?P<type>[\w-]+:[\w/.-]*:[\w-]+) (?P<name>\S+) "
+    r"(?P<status>\*\*[a-z ]+\*\*|[a-z]+(?: (?:replacement|original))?)(?: \(\d+s\))?(?P<rest>.*)$"
+)
+DIAG_ENTRY = re.compile(r"^\s+(?P<type>[\w-]+:[\w/.-]*:[\w-]+) \((?P<name>[^)]+)\):\s*$")
+# Column 0 in the diff display; indented under its entry in a Diagnostics section.
+DIAG_MESSAGE = re.compile(r"^(?P<indent>\s*)(?P<severity>error|warning): (?P<message>.*)$")
+SECTION = re.compile(
+    r"^(Resources|Outputs|Duration|Diagnostics|Configuration|Previewing|Updating|Destroying|Refreshing)"
+)
+STEP_OPS = {"create", "update", "delete", "replace", "create-replacement", "delete-replaced", "read", "import"}
+DONE_STATUSES = {"created", "updated", "deleted", "replaced", "read", "imported", "refreshed"}
+# The engine's closing line for a failed operation: the lines before it say what failed.
+GENERIC_FAILURES = re.compile(r"^(update|preview|destroy|refresh) failed$")
+# A failing step's message holds its command's whole output: the terminal gets its head, the log all of it.
+ERROR_LINES_SHOWN = 40
+# The verbs whose output --progress condenses (the others are short and read by the code).
+OPERATIONS = {"preview", "up", "refresh", "destroy"}
+
+
+@dataclass
+class ProgressFilter:
+    """Turns the engine's output, line by line, into what a newcomer watches: a progress line every `every` steps
+    (and after `quiet_seconds` without one), each error with the failing resource when the engine names it, and
+    the `Resources:` summary. `feed` and `tick` return the lines to print; `now` is time.monotonic()."""
+
+    verb: str
+    started_at: float
+    every: int = 25
+    quiet_seconds: float = 30.0
+    steps: dict[str, int] = field(default_factory=dict)  # op -> steps started
+    done: int = 0  # steps finished (only the progress display says so)
+    warnings: int = 0
+    failed: list[str] = field(default_factory=list)  # resources the engine names as failed
+    summary: list[str] = field(default_factory=list)
+    last_step: str = ""
+    _pending_op: str = ""
+    _seen: set[str] = field(default_factory=set)  # "op name": the progress display repeats a step's line
+    _entry: str = ""  # the Diagnostics entry being read: "type (name)"
+    _error_lines: int = -1  # lines of the current error block shown so far; -1: not in one
+    _error_hidden: int = 0
+    _in_summary: bool = False
+    _last_report: float = 0.0
+    _reported_at_steps: int = 0
+
+    @property
+    def started(self) -> int:
+        return sum(self.steps.values())
+
+    def feed(self, line: str, now: float) -> list[str]:
+        line = line.rstrip("\n")
+        out: list[str] = []
+        if (step := DIFF_STEP.match(line)) and step.group("op") in STEP_OPS | {"same"}:
+            out += self._end_error()
+            self._pending_op = step.group("op") if step.group("type") != "pulumi:pulumi:Stack" else ""
+        elif (urn := URN_LINE.match(line)) and self._pending_op:
+            if self._pending_op in STEP_OPS:
+                self._count(self._pending_op, urn.group("name"))
+            self._pending_op = ""
+            out += self._maybe_report(now)
+        elif (entry := DIAG_ENTRY.match(line)) is not None:
+            out += self._end_error()
+            self._entry = f"{entry.group('type')} ({entry.group('name')})"
+        elif (message := DIAG_MESSAGE.match(line)) is not None and (not message.group("indent") or self._entry):
+            out += self._end_error()
+            out += self._diagnostic(message.group("severity"), message.group("message"))
+        elif (progress := PROGRESS_STEP.match(line)) is not None and self._progress_line(progress):
+            out += self._end_error()
+            out += self._maybe_report(now)
+        elif line.startswith("Resources:"):
+            out += self._end_error()
+            self._in_summary = True
+            self.summary.append(line)
+        elif self._in_summary:
+            if line.strip():
+                self.summary.append(line)
+            self._in_summary = not line.startswith("Duration:")
+        elif SECTION.match(line) or line.startswith("@ ") or "--outputs:--" in line:
+            out += self._end_error()
+        elif self._error_lines >= 0:
+            out += self._error_line(line)
+        return out
+
+    def tick(self, now: float) -> list[str]:
+        """A line when the engine has been quiet for a while: a long step is visible as one."""
+        if self._error_lines >= 0 or now - max(self._last_report, self.started_at) < self.quiet_seconds:
+            return []
+        return [self._report(now, still=True)]
+
+    def finish(self, returncode: int, now: float, log: Path | None) -> list[str]:
+        out = self._end_error()
+        seconds = now - self.started_at
+        if returncode == 0:
+            out.append(f"engine: {self.verb} done in {seconds:.0f} s: {self._counts(final=True)}")
+        else:
+            failed = f"; failed: {', '.join(self.failed)}" if self.failed else ""
+            counts = self._counts(final=True) if self.started or self.done else "before any step"
+            out.append(f"engine: {self.verb} FAILED (rc {returncode}) after {seconds:.0f} s: {counts}{failed}")
+        out += self.summary
+        if self.warnings:
+            out.append(f"engine: {self.warnings} warning(s), in the log")
+        if log is not None:
+            out.append(f"engine: full engine output (diff included): {log}")
+        return out
+
+    # ---------------------------------------------------------------- helpers
+    def _count(self, op: str, name: str) -> None:
+        if f"{op} {name}" in self._seen:
+            return
+        self._seen.add(f"{op} {name}")
+        self.steps[op] = self.steps.get(op, 0) + 1
+        self.last_step = name
+
+    def _progress_line(self, match: re.Match[str]) -> bool:
+        """A progress-display line: counts a start or an end; a failure is remembered. False: not one."""
+        if match.group("type") == "pulumi:pulumi:Stack":
+            return match.group("status") in {"running", "creating", "created", "updating", "updated"}
+        status, name = match.group("status"), match.group("name")
+        if status.startswith("**") and "failed" in status:
+            if name not in self.failed:
+                self.failed.append(name)
+            return True
+        if status in DONE_STATUSES or status in {"created replacement", "deleted original"}:
+            if f"{status} {name}" not in self._seen:
+                self._seen.add(f"{status} {name}")
+                self.done += 1
+            return True
+        op = {"creating": "create", "updating": "update", "deleting": "delete", "replacing": "replace",
+              "creating replacement": "create-replacement", "deleting original": "delete-replaced",
+              "reading": "read", "importing": "import", "refreshing": "refresh"}.get(status)  # fmt: skip
+        if op is None:
+            return False
+        self._count(op, name)
+        return True
+
+    def _diagnostic(self, severity: str, message: str) -> list[str]:
+        entry, self._entry = self._entry, ""
+        if severity == "warning":
+            self.warnings += 1
+            return []
+        if GENERIC_FAILURES.match(message.strip()):
+            return []
+        if entry and not entry.startswith("pulumi:pulumi:Stack"):
+            name = entry.split(" (", 1)[1].rstrip(")")
+            if name not in self.failed:
+                self.failed.append(name)
+        self._error_lines, self._error_hidden = 0, 0
+        where = f" {entry}" if entry else ""
+        return [f"engine: ERROR{where}:", *self._error_line(f"    error: {message}")]
+
+    def _error_line(self, line: str) -> list[str]:
+        if self._error_lines >= ERROR_LINES_SHOWN:
+            self._error_hidden += 1
+            return []
+        self._error_lines += 1
+        return [line if line.startswith("    ") or not line else "    " + line]  # indented under its heading
+
+    def _end_error(self) -> list[str]:
+        hidden, self._error_hidden, self._error_lines = self._error_hidden, 0, -1
+        return [f"    ... {hidden} more line(s) of this error in the log"] if hidden else []
+
+    def _maybe_report(self, now: float) -> list[str]:
+        total = self.started + self.done
+        if total - self._reported_at_steps < self.every:
+            return []
+        self._reported_at_steps = total
+        return [self._report(now)]
+
+    def _report(self, now: float, still: bool = False) -> str:
+        self._last_report = now
+        what = "still working" if still else "progress"
+        last = f"; last started: {self.last_step}" if self.last_step else ""
+        return f"engine: {self.verb} {what} at {now - self.started_at:.0f} s: {self._counts()}{last}"
+
+    def _counts(self, final: bool = False) -> str:
+        if not self.started and not self.done:
+            return "no steps (nothing to change)" if final else "no steps yet"
+        kinds = ", ".join(f"{count} {op}" for op, count in sorted(self.steps.items()))
+        done = f", {self.done} done" if self.done else ""
+        started = "steps" if final else "steps started"
+        return f"{self.started} {started} ({kinds}){done}" if self.started else f"{self.done} steps done"
+
 
 class EngineError(RuntimeError):
     """A pulumi command failed; the message holds the tail of its output."""
@@ -67,6 +259,7 @@ class EngineRun:
     returncode: int
     output: str
     seconds: float
+    log: Path | None = None  # where the full output was written (LabStack(progress=True))
 
     @property
     def changes(self) -> dict[str, int]:
@@ -113,11 +306,18 @@ class LabStack:
     stack: str = "lab"
     directory: Path = field(default_factory=lambda: lab_dir() / "pulumi")
     echo: bool = True  # stream the engine's output to stdout as it comes
+    # preview/up/refresh/destroy: print progress lines, the errors and the summary (ProgressFilter), and write the
+    # full output to a log file under logs/ whose path is printed. Independent of echo; the output is kept either way.
+    progress: bool = False
 
     # ------------------------------------------------------------------ files
     @property
     def backend(self) -> Path:
         return self.directory / "backend"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.directory / "logs"
 
     @property
     def passphrase_file(self) -> Path:
@@ -229,6 +429,9 @@ class LabStack:
         )
         lines: list[str] = []
         killed = threading.Event()
+        # --json output is read by code, not by a person: never condensed.
+        watched = self.progress and bool(args) and args[0] in OPERATIONS and "--json" not in args
+        watch = _Watch.start(self, args[0], t0) if watched else None
 
         def watchdog() -> None:
             if _wait(proc, timeout):
@@ -240,15 +443,25 @@ class LabStack:
         if on_start is not None:
             on_start(proc)
         assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if echo:
-                _write(sys.stdout, line)
-        rc = proc.wait()
-        result = EngineRun(argv, rc, "".join(lines), time.monotonic() - t0)
+        try:
+            if watch is not None:
+                watch.heartbeat(proc)
+            for line in proc.stdout:
+                lines.append(line)
+                if echo:
+                    _write(sys.stdout, line)
+                if watch is not None:
+                    watch.feed(line)
+            rc = proc.wait()
+        finally:
+            if watch is not None:
+                watch.close(proc.poll())
+        result = EngineRun(argv, rc, "".join(lines), time.monotonic() - t0, watch.log if watch else None)
         if killed.is_set():
             raise EngineError(f"pulumi {' '.join(args)}: no end after {timeout:.0f} s, killed")
         if check and rc != 0:
+            if watch is not None:  # the errors are on the terminal already, the rest is in the log
+                raise EngineError(f"pulumi {args[0]} failed (rc {rc}); full output: {watch.log}")
             raise EngineError(f"pulumi {' '.join(args)} failed (rc {rc}):\n{result.output[-4000:]}")
         return result
 
@@ -376,6 +589,51 @@ class LabStack:
         self.config_file.unlink(missing_ok=True)
 
 
+class _Watch:
+    """One watched engine command: its log file, its ProgressFilter, and what the filter prints (one lock: the
+    heartbeat thread and the output loop both print)."""
+
+    def __init__(self, log: Path, handle: TextIO, progress: ProgressFilter) -> None:
+        self.log, self.handle, self.progress = log, handle, progress
+        self.lock = threading.Lock()
+        self.closed = False  # after the final lines, a late heartbeat prints nothing
+
+    @classmethod
+    def start(cls, stack: LabStack, verb: str, t0: float) -> _Watch:
+        stack.log_dir.mkdir(parents=True, exist_ok=True)
+        log = stack.log_dir / f"{verb}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.log"
+        # The output shows secrets as [secret], but it is the state's business: readable by the owner only.
+        handle = os.fdopen(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w")
+        _write(sys.stdout, f"engine: pulumi {verb} of stack {stack.stack}; full output: {log}\n")
+        return cls(log, handle, ProgressFilter(verb, t0))
+
+    def feed(self, line: str) -> None:
+        self.handle.write(line)
+        self.handle.flush()
+        with self.lock:
+            self._print(self.progress.feed(line, time.monotonic()))
+
+    def heartbeat(self, proc: subprocess.Popen[str], every: float = 5.0) -> None:
+        def beat() -> None:
+            while not _wait(proc, every):
+                with self.lock:
+                    if not self.closed:
+                        self._print(self.progress.tick(time.monotonic()))
+
+        threading.Thread(target=beat, daemon=True).start()
+
+    def close(self, returncode: int | None) -> None:
+        self.handle.close()
+        with self.lock:
+            self.closed = True
+            self._print(self.progress.finish(-1 if returncode is None else returncode, time.monotonic(), self.log))
+
+    @staticmethod
+    def _print(lines: list[str]) -> None:
+        for line in lines:
+            _write(sys.stdout, line + "\n")
+
+
 def kill_group(proc: subprocess.Popen[str], sig: int = signal.SIGKILL) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
@@ -408,13 +666,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("verb", choices=["up", "preview", "refresh", "destroy", "outputs", "forget"])
     parser.add_argument("--stack", default="lab", help="the stack's name (default lab)")
     parser.add_argument("--config", default=None, help="repo stack file to take the config from (default: --stack)")
+    parser.add_argument(
+        "--progress", action="store_true", help="progress, errors and summary only; the full output to a log file"
+    )
     args = parser.parse_args(argv)
-    stack = LabStack(args.stack)
+    stack = LabStack(args.stack, echo=not args.progress, progress=args.progress)
     try:
         match args.verb:
             case "up":
                 r = stack.up(args.config)
-                print(f"engine: up in {r.seconds:.1f} s: {r.changes}")
+                if args.progress:
+                    _print_outputs(stack)
+                else:
+                    print(f"engine: up in {r.seconds:.1f} s: {r.changes}")
             case "preview":
                 stack.preview(args.config)
             case "refresh":
@@ -428,7 +692,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EngineError as e:
         print(f"engine: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("engine: interrupted (the stack may hold pending operations: see README, An interrupted `pulumi up`)")
+        return 130
     return 0
+
+
+def _print_outputs(stack: LabStack) -> None:
+    """The stack's outputs, one a line: where the cluster answers (VIP, endpoints, URLs)."""
+    try:
+        outputs = stack.outputs()
+    except EngineError as e:  # the up itself succeeded: say why there is no list, do not fail
+        print(f"engine: no stack outputs: {e}")
+        return
+    for key, value in outputs.items():
+        shown = value if isinstance(value, str | int | float) else json.dumps(value, separators=(", ", ": "))
+        print(f"engine: output {key}: {shown}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ set -euo pipefail
 # The Python SDK is pulumi==3.272.0; the proxy does not serve pkg/v3@v3.272.0, v3.274.1 is the nearest served
 # release (a CLI newer than the SDK is supported). Keep in step with tools/engine/pulumi/go.mod.
 PULUMI_VERSION=v3.274.1
-ACTIONLINT_VERSION=v1.7.12
 # Provider versions = the Python SDK packages in uv.lock (the engine warns on any mismatch).
 COMMAND_VERSION=1.2.1
 RANDOM_VERSION=4.21.1
@@ -203,20 +202,7 @@ provider tls "$TLS_VERSION" pulumi-tls-5.5.1
 }
 ((use_system)) || build_engine
 
-# ---- actionlint (lints the GitHub workflows) -------------------------------------------------------------
-build_actionlint() {
-    GOBIN="$BIN" GOFLAGS="-p=2" go install -trimpath \
-        -ldflags "$LDFLAGS_BASE -X github.com/rhysd/actionlint.version=${ACTIONLINT_VERSION#v}" \
-        "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
-}
-stamp="actionlint $ACTIONLINT_VERSION $go_version"
-if stamp_ok actionlint "$stamp" "$BIN/actionlint"; then
-    log "actionlint $ACTIONLINT_VERSION: up to date"
-else
-    log "building actionlint $ACTIONLINT_VERSION"
-    timed actionlint build_actionlint
-    printf '%s\n' "$stamp" >"$STAMPS/actionlint"
-fi
+# actionlint is not part of the engine: `make actionlint` (scripts/install-actionlint.sh) installs it for lint.
 
 # ---- summary --------------------------------------------------------------------------------------------
 if ((use_system)); then
