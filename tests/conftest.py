@@ -18,11 +18,14 @@ five-node scale tests and the restores). `lab_infra` (tests/lab_infra: it resets
 deselected unless `-m` names it (pyproject.toml's addopts: -m "not lab_infra").
 
 Measurements (the `report` fixture): a drill's to $LAB_DIR/drills-report.json, the others' to
-$LAB_DIR/lifecycle-report.json, and both to the terminal summary.
+$LAB_DIR/lifecycle-report.json, and both to the terminal summary. The time each phase and each lab test took (setup,
+call and teardown) goes to the summary and to $LAB_DIR/lifecycle-times.json: where a run's minutes go.
 """
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
 from typing import Any
 
 import pytest
@@ -77,6 +80,37 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items[:] = sorted(items, key=key)
 
 
+# Seconds per lab test (setup + call + teardown) and per phase, in the order they ran.
+TEST_SECONDS: dict[str, float] = defaultdict(float)
+PHASE_SECONDS: dict[str, float] = defaultdict(float)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    phase = next((m.removeprefix("phase_") for m in report.keywords if m.startswith("phase_")), None)
+    if phase is None:
+        return
+    TEST_SECONDS[report.nodeid] += report.duration
+    PHASE_SECONDS[phase] += report.duration
+
+
+def print_times(terminalreporter: Any, path: Any) -> None:
+    if not PHASE_SECONDS:
+        return
+    terminalreporter.section("lab test time per phase (seconds)")
+    for phase, seconds in PHASE_SECONDS.items():
+        terminalreporter.write_line(f"{phase}: {seconds:.1f}")
+    terminalreporter.write_line(f"total: {sum(PHASE_SECONDS.values()):.1f}")
+    slowest = sorted(TEST_SECONDS.items(), key=lambda kv: kv[1], reverse=True)[:10]
+    terminalreporter.write_line("slowest: " + "; ".join(f"{node.split('::')[-1]} {sec:.1f}" for node, sec in slowest))
+    times = {"phases": dict(PHASE_SECONDS), "tests": dict(TEST_SECONDS)}
+    try:
+        path.write_text(json.dumps(times, indent=2) + "\n")
+        terminalreporter.write_line(f"written to {path}")
+    except OSError:
+        pass
+
+
 @pytest.fixture
 def report(request: pytest.FixtureRequest) -> dict[str, Any]:
     """Measurements of the running test, shown in the summary and written to its phase's report file."""
@@ -91,3 +125,4 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     print_report(
         terminalreporter, "lifecycle measurements (seconds)", REPORTS["lifecycle"], lab_dir() / "lifecycle-report.json"
     )
+    print_times(terminalreporter, lab_dir() / "lifecycle-times.json")
