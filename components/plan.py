@@ -26,22 +26,11 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from .config import ClusterConfig, Node
-from .render import (
-    HOLD_CONF,
-    MEMBERS_STATE,
-    MONITORING_VALUES,
-    REPOSITORY_PATH,
-    REPOSITORY_USER,
-    ServerFile,
-    parse_settings,
-    postgresql_restart_only,
-    render_node_files,
-    scram_salt,
-    scram_sha256_verifier,
-    service_fingerprints,
-    slot_name,
-)
+from .crypto import scram_salt, scram_sha256_verifier
+from .paths import HOLD_CONF, MEMBERS_STATE, MONITORING_VALUES, REPOSITORY_PATH, REPOSITORY_USER, slot_name
+from .render import ServerFile, render_node_files
 from .secrets import ClusterSecrets
+from .services import parse_settings, postgresql_restart_only, service_fingerprints
 
 
 @dataclass(frozen=True)
