@@ -17,38 +17,35 @@ Directories `partials/` (Jinja includes) and `cloud-init/` (VM seed, not a serve
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jinja2
-
-from . import paths
 from .config import ClusterConfig, Node
 from .crypto import pcp_md5, pgpool_aes
 from .paths import (
     DATABASE_MONITORING_UNITS,
-    HOLD_CONF,
-    LOCAL_CONF,
-    MEMBERS_STATE,
     MONITORING_VALUES,
     REPOSITORY_MONITORING_UNITS,
-    REPOSITORY_PATH,
-    REPOSITORY_USER,
-    SCRIPTS_DIR,
-    SECRETS_CONF,
-    slot_name,
 )
 from .secrets import ClusterSecrets
 from .services import hot_standby_minimums, parse_settings, postgresql_restart_only, service_fingerprints
+from .templating import TEMPLATE_DIR, environment, shared_values
 
 # Importable from here too: the lab reads settings with the product's own reader, the program takes the monitoring
 # paths.
-__all__ = ["MONITORING_VALUES", "ServerFile", "parse_settings", "render_node_files", "render_tree"]
+__all__ = [
+    "MONITORING_VALUES",
+    "TEMPLATE_DIR",
+    "ServerFile",
+    "environment",
+    "parse_settings",
+    "render_node_files",
+    "render_tree",
+    "shared_values",
+]
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
 # Templates that are no server file: Jinja includes, the VM seed, the provisioning steps' programs.
 NOT_SERVER_FILES = ("partials", "cloud-init", "steps")
 _META = re.compile(r"^\{#-?\s*pgha:(?P<meta>[^#]*)-?#\}")
@@ -111,51 +108,6 @@ def _metadata(source: str, template: str) -> dict[str, str]:
         if key not in meta:
             raise ValueError(f"templates/{template}: metadata lacks {key}=")
     return meta
-
-
-def pg_value(value: str | int | float | bool) -> str:
-    """A postgresql.conf value: booleans as on/off, numbers bare, strings single-quoted ('' escapes a quote)."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, int | float):
-        return str(value)
-    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
-
-
-@functools.lru_cache(maxsize=1)
-def environment() -> jinja2.Environment:
-    """One Jinja environment for every template: undefined names are errors, files keep their last newline."""
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=False,
-        autoescape=False,
-    )
-    env.filters["pg_value"] = pg_value
-    return env
-
-
-def shared_values(config: ClusterConfig) -> dict[str, object]:
-    """The names every template sees (server files on any host and the steps' programs alike): no secret among them."""
-    return {
-        "config": config,
-        "pg_unit": paths.pg_unit(config),
-        "member_marker": paths.member_marker(config),
-        "standby_conf": paths.standby_conf(config),
-        "scripts_dir": SCRIPTS_DIR,
-        "local_conf": LOCAL_CONF,
-        "secrets_conf": SECRETS_CONF,
-        "hold_conf": HOLD_CONF,
-        "members_state": MEMBERS_STATE,
-        "passwords": paths.PASSWORDS,
-        "members": paths.MEMBERS,
-        "apply_restart": paths.APPLY_RESTART,
-        "slot_name": slot_name,
-        "repository_user": REPOSITORY_USER,
-        "repository_path": REPOSITORY_PATH,
-        **MONITORING_VALUES,
-    }
 
 
 def context(config: ClusterConfig, node: Node, secrets: ClusterSecrets) -> dict[str, object]:
