@@ -32,6 +32,7 @@ lint: setup engine ## ruff, mypy, shellcheck, actionlint (workflows)
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 	.venv/bin/shellcheck scripts/*.sh .ci/run
+	$(PY) -m components shellcheck --stack dev --stack lab --stack prod
 	PATH=$(CURDIR)/.venv/bin:$$PATH .tools/bin/actionlint
 
 engine: pgpool2-exporter ## pulumi CLI, language host, the 4 provider plugins, actionlint, pgpool2_exporter into .tools
