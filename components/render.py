@@ -12,7 +12,11 @@ pgpool.conf and PostgreSQL's conf.d); kind=block: the content is a marked block 
 (/etc/hosts); validate=visudo|nft: checked before it replaces the old file; when=firewall: only with the firewall on;
 when=backup: only with backups configured; role=database (default), repository (the backup repository host only)
 or all: which hosts get the file (templates see `role`).
-Directories `partials/` (Jinja includes) and `cloud-init/` (VM seed, not a server file) are not server files.
+Directories `partials/` (Jinja includes), `cloud-init/` (VM seed) and `steps/` (what the provisioning steps run,
+components.plan) are not server files.
+
+What the files mean for provisioning (fingerprints, restart-only and hot-standby values) is computed here once per
+host (cluster_facts), from the knowledge in components.services.
 """
 
 from __future__ import annotations
@@ -33,17 +37,18 @@ from .secrets import ClusterSecrets
 from .services import hot_standby_minimums, parse_settings, postgresql_restart_only, service_fingerprints
 from .templating import TEMPLATE_DIR, environment, shared_values
 
-# Importable from here too: the lab reads settings with the product's own reader, the program takes the monitoring
-# paths.
+# Importable from here too: the lab reads settings with the product's own reader (lab/net.py), the Pulumi program
+# takes the monitoring paths (__main__.py).
 __all__ = [
     "MONITORING_VALUES",
     "TEMPLATE_DIR",
+    "HostFacts",
     "ServerFile",
-    "environment",
+    "cluster_facts",
+    "host_facts",
     "parse_settings",
     "render_node_files",
     "render_tree",
-    "shared_values",
 ]
 
 # Templates that are no server file: Jinja includes, the VM seed, the provisioning steps' programs.

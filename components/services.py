@@ -22,10 +22,12 @@ def _table(name: str) -> dict[str, Any]:
     return loaded
 
 
+@functools.cache
 def pgpool_reloadable_settings() -> frozenset[str]:
     return frozenset(_table("pgpool")["reloadable"])
 
 
+@functools.cache
 def postgresql_restart_only_settings() -> frozenset[str]:
     return frozenset(_table("postgresql")["restart_only"])
 
@@ -56,7 +58,7 @@ def postgresql_restart_only(name: str) -> bool:
 def pgpool_reloadable(name: str) -> bool:
     if name in pgpool_reloadable_settings():
         return True
-    per_backend = _table("pgpool")["reloadable_per_backend"]
+    per_backend: list[str] = _table("pgpool")["reloadable_per_backend"]
     return any(name.startswith(prefix) and name[len(prefix) :].isdigit() for prefix in per_backend)
 
 
