@@ -38,7 +38,6 @@ from .paths import (
     REPOSITORY_MONITORING_UNITS,
     REPOSITORY_PATH,
     REPOSITORY_USER,
-    slot_name,
 )
 from .render import HostFacts, ServerFile, cluster_facts
 from .secrets import ClusterSecrets
@@ -215,8 +214,7 @@ def _checks(graph: _Graph) -> None:
     for n in names:
         graph.add(Step(n, "packages", _packages_command(config, "database")))
         graph.checks += graph.add(
-            Step(n, "membership-check", _command(config, "membership-check", node_names=names),
-                 after=(f"{n}/packages",)),
+            Step(n, "membership-check", _command(config, "membership-check"), after=(f"{n}/packages",)),
             Step(n, "hot-standby-check", _command(config, "hot-standby-check", hot_standby=first.hot_standby),
                  after=(f"{n}/packages",)),
         )  # fmt: skip
@@ -318,15 +316,14 @@ def _data(graph: _Graph) -> None:
     primary = config.primary_node
     graph.ready = graph.add(
         Step(primary.name, "primary-bootstrap",
-             _command(config, "primary-bootstrap", slots=[slot_name(n.name) for n in config.nodes if n != primary]),
+             _command(config, "primary-bootstrap", node=primary),
              stdin=_roles_sql(config), secret=True, after=(f"{primary.name}/postgresql-config",))
     )  # fmt: skip
     [bootstrap] = graph.ready
     for node in config.standby_nodes:
         n = node.name
-        others = [o.name for o in config.nodes if o != node]
         graph.ready += graph.add(
-            Step(n, "standby-clone", _command(config, "standby-clone", node=node, others=others),
+            Step(n, "standby-clone", _command(config, "standby-clone", node=node),
                  after=(f"{n}/postgresql-config", bootstrap, f"{n}/ssh-known-hosts"))
         )  # fmt: skip
     data_dir = config.pg_data_directory + "/"
@@ -346,7 +343,7 @@ def _membership(graph: _Graph) -> list[str]:
     names = [n.name for n in config.nodes]
     return graph.add(
         *(
-            Step(n, "cluster-member", _command(config, "cluster-member", node_names=names),
+            Step(n, "cluster-member", _command(config, "cluster-member"),
                  delete=_command(config, "cluster-member.delete", name="cluster-leave"),
                  after=(*graph.files[n], *graph.ready, f"{n}/postgresql-config"))
             for n in names
@@ -371,11 +368,12 @@ def _pgpool_rollout(graph: _Graph, members: list[str]) -> None:
                  delete=_command(config, "pgpool-service.delete", vip, config.vip_interface, name="pgpool-stop"),
                  after=(*graph.files[n], *graph.ready, *previous))
         )  # fmt: skip
-    names = [n.name for n in config.nodes]
     attach = graph.add(
-        *(Step(n, "cluster-attach", _command(config, "cluster-attach", node_names=names), after=tuple(previous))
-          for n in names)
-    )  # fmt: skip
+        *(
+            Step(n.name, "cluster-attach", _command(config, "cluster-attach"), after=tuple(previous))
+            for n in config.nodes
+        )
+    )
     graph.rolled = [*previous, *attach]
 
 
