@@ -132,7 +132,7 @@ def _packages_command(config: ClusterConfig, role: str) -> str:
         packages, pins = repository_packages(config), []
     else:
         packages, pins = provisioning_packages(config), pinned_packages(config)
-    return _command(config, "packages", role=role, mirror=config.package_mirror, packages=packages, pins=pins)
+    return _command(config, "packages", role=role, packages=packages, pins=pins)
 
 
 def _file_step_name(path: str) -> str:
