@@ -32,6 +32,7 @@ lint: setup actionlint ## ruff, mypy, shellcheck, actionlint (workflows)
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 	.venv/bin/shellcheck scripts/*.sh .ci/run
+	$(PY) -m components shellcheck --stack dev --stack lab --stack prod
 	PATH=$(CURDIR)/.venv/bin:$$PATH .tools/bin/actionlint
 
 actionlint: ## actionlint (pinned) into .tools/bin: `go install` through the Go module proxy, no engine build

@@ -4,20 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
-
-import jinja2
 
 from .config import ClusterConfig, Node
-
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "cloud-init"
-
-_env = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES),
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
-    autoescape=False,
-)
+from .templating import environment
 
 
 def node_mac(cluster_name: str, node_name: str, nic: str) -> str:
@@ -50,8 +39,8 @@ def render_seed(config: ClusterConfig, node: Node) -> CloudInitSeed:
         "package_mirror": config.package_mirror,
     }
     return CloudInitSeed(
-        user_data=_env.get_template("user-data.j2").render(context),
-        network_config=_env.get_template("network-config.j2").render(context),
+        user_data=environment().get_template("cloud-init/user-data.j2").render(context),
+        network_config=environment().get_template("cloud-init/network-config.j2").render(context),
         meta_data=f"instance-id: {config.cluster_name}-{node.name}\nlocal-hostname: {node.name}\n",
         cluster_mac=cluster_mac,
         egress_mac=egress_mac,

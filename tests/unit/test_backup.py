@@ -10,7 +10,8 @@ import pytest
 
 from components.config import ClusterConfig, ConfigError, Monitoring, parse_config
 from components.plan import provisioning_plan
-from components.render import parse_settings, render_node_files
+from components.render import render_node_files
+from components.services import parse_settings
 
 from .test_render import FAKE, debian12, stack
 

@@ -8,8 +8,10 @@ import subprocess
 
 import pytest
 
+from components.crypto import scram_salt, scram_sha256_verifier
+from components.paths import MEMBERS_STATE
 from components.plan import Step, provisioning_plan
-from components.render import MEMBERS_STATE, render_node_files, scram_salt, scram_sha256_verifier
+from components.render import render_node_files
 
 from .test_render import FAKE, debian12, secret_values, stack
 

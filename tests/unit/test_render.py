@@ -11,18 +11,17 @@ from typing import Any
 import pytest
 
 from components.config import ClusterConfig, parse_config
+from components.crypto import pgpool_aes
 from components.render import (
     TEMPLATE_DIR,
     ServerFile,
-    parse_settings,
-    pgpool_aes,
     render_node_files,
     render_tree,
     server_path,
-    service_fingerprints,
     template_paths,
 )
 from components.secrets import ClusterSecrets
+from components.services import parse_settings, service_fingerprints
 from components.stack import load_stack_config
 
 # --- shared with test_scripts.py and test_plan.py: stacks and distinctive fake secrets ---
@@ -360,7 +359,7 @@ def test_scram_verifier_matches_rfc_7677() -> None:
     import hashlib
     import hmac
 
-    from components.render import scram_sha256_verifier
+    from components.crypto import scram_sha256_verifier
 
     salt = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
     verifier = scram_sha256_verifier("pencil", salt)
