@@ -1,4 +1,4 @@
-"""Alert drills (issue 11): a fault on the lab makes its alert fire in Prometheus (on the backup repository host,
+"""Alert drills: a fault on the lab makes its alert fire in Prometheus (on the backup repository host,
 asked through its HTTP API from the lab namespace), and the heal resolves it. No fixed sleep: each wait polls the
 API, bounded, and the measured delays are reported.
 """

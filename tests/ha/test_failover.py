@@ -123,7 +123,8 @@ def test_k_leader_dies_while_the_standbys_follow(healthy: Cluster, report: dict[
     """The watchdog leader runs on the primary's server: stop PostgreSQL there, and the moment a standby is promoted
     (pgpool's follow-primary step is running) power that server off. The survivors elect a leader that keeps
     serving: the remaining standby follows or is attached again, the dead server comes back by online recovery, and
-    nothing restarts pgpool (issue 10's silent pgpool: a follow-primary lock left behind by the dead leader)."""
+    nothing restarts pgpool (the silent pgpool of docs/failure-modes.md: a follow-primary lock left behind by the
+    dead leader)."""
     c = healthy
     old = c.colocate_leader_and_primary()
     c.lab.stop_service(old, healthy_pg_unit())
@@ -132,8 +133,8 @@ def test_k_leader_dies_while_the_standbys_follow(healthy: Cluster, report: dict[
     c.crash(old)
     c.wait_for_vip(VIP_S, not_on=old)
     report["vip_s"] = round(time.monotonic() - t0, 2)
-    # The operator's path (README): power the server back on, attach or rebuild what is detached. restore() restarts
-    # no pgpool; a pgpool that stops answering fails here, with its processes and log in the error.
+    # The operator's path (docs/failure-modes.md): power the server back on, attach or rebuild what is detached.
+    # restore() restarts no pgpool; a pgpool that stops answering fails here, with its processes and log in the error.
     t1 = time.monotonic()
     c.restore(timeout=300)
     report["restored_s"] = round(time.monotonic() - t1, 2)

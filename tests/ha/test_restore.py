@@ -1,4 +1,4 @@
-"""Restore drills (issue 11): the cluster comes back from the pgBackRest repository on the lab's fourth server with
+"""Restore drills: the cluster comes back from the pgBackRest repository on the lab's fourth server with
 the product's own procedure (`sudo pgha-restore` on the repository host, over ssh as the admin user).
 
 r1, point in time: rows committed before a timestamp are back, exactly; the ones after it (and the table's DROP) are

@@ -79,8 +79,8 @@ def _report_and_check_writes(report: dict[str, Any], run: Any, result: Any, **ex
     lost = missing_rows(result)
     report["lost_acknowledged_writes"] = len(lost)
     assert not lost, f"acknowledged rows lost: {lost[:10]}"
-    # A session that never answers (2 of 5 CI-equivalent runs before failover.sh ended the sessions pgpool keeps when
-    # the failed primary is not its first node; README, "Sessions across a switchover") fails the change.
+    # A session that never answers fails the change: failover.sh ends the sessions pgpool keeps when the failed primary
+    # is not its first node (docs/changes.md, "Sessions across a switchover"); without it, some runs hung here.
     hung = [a for a in result.failures if a.error.startswith("no answer in")]
     report["hung_session_writes"] = len(hung)
     assert result.acked, "no write was acknowledged"

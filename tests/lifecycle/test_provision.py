@@ -46,8 +46,8 @@ def test_preview_of_a_fresh_lab_plans_the_whole_cluster(stack: LabStack, report:
 def test_an_interrupted_up_is_recovered_by_the_documented_procedure(
     stack: LabStack, lab: Lab, cluster: Cluster, report: dict[str, Any]
 ) -> None:
-    """Kill the CLI (and its plugins) mid-way through `up`; the README's procedure brings the cluster to healthy
-    with no manual step on the servers."""
+    """Kill the CLI (and its plugins) mid-way through `up`; the documented procedure (docs/failure-modes.md) brings
+    the cluster to healthy with no manual step on the servers."""
     stop = threading.Event()
     seen_in_state: list[int] = []
 
@@ -76,9 +76,9 @@ def test_an_interrupted_up_is_recovered_by_the_documented_procedure(
             report["killed_with_resources_in_state"] = seen_in_state[0]
             report["in_state_after_kill"] = in_state
             report["pending_operations"] = len(pending)
-            # The documented recovery (README, "An interrupted pulumi up"): release the dead CLI's lock, run up
-            # again (every step is idempotent: the interrupted ones simply run again), drop the stale pending
-            # records, and check that nothing is left to do.
+            # The documented recovery (docs/failure-modes.md, "An interrupted pulumi up"): release the dead CLI's
+            # lock, run up again (every step is idempotent: the interrupted ones simply run again), drop the stale
+            # pending records, and check that nothing is left to do.
             for step in (stack.cancel, stack.up, stack.refresh_clearing_pending_creates):
                 run = step()
                 ENGINE_OUTPUT.append(run.output)

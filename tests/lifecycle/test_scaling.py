@@ -131,7 +131,7 @@ def test_scale_in_to_three_nodes_by_config(stack: LabStack, cluster: Cluster, la
     again = stack.preview(overrides={**CONFIG_NOW, "nodes": FIVE}, expect_no_changes=True)
     ENGINE_OUTPUT.append(again.output)
     primary = primary_node()
-    assert primary in NODES, f"the primary is {primary}, a node the scale-in removes (README: switch over first)"
+    assert primary in NODES, f"the primary is {primary}, which the scale-in removes (docs/changes.md: switch first)"
     planned = stack.plan(overrides={**CONFIG_NOW, "nodes": THREE})
     deleted = {ref for ref, op in planned.items() if op == "delete"}
     updated = {ref for ref, op in planned.items() if op == "update"}
