@@ -37,9 +37,10 @@ BOOLEAN_WORDS = ("on", "off", "true", "false", "yes", "no", "1", "0")
 
 # strtol(value, &end, 0): optional space and sign, then hex (0x), octal (leading 0) or decimal digits.
 _C_INTEGER = re.compile(r"^\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
-# strtod: a decimal number with an optional exponent (hex floats, inf and nan are refused by PostgreSQL or by the
-# bounds anyway).
+# strtod: a decimal number with an optional exponent, or a hexadecimal one (0x10, 0x1.8p3); inf and nan are
+# refused by PostgreSQL or by the bounds anyway.
 _C_REAL = re.compile(r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_C_HEX_REAL = re.compile(r"^\s*[+-]?0[xX]([0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)([pP][+-]?[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -114,10 +115,12 @@ def _number_and_unit(text: str, integer: bool) -> tuple[float, str] | None:
         end = match.end()
         number = -number if sign == "-" else number
     else:
-        real = _C_REAL.match(text)
+        hexadecimal = _C_HEX_REAL.match(text)
+        real = hexadecimal or _C_REAL.match(text)
         if real is None:
             return None
-        number, end = float(real.group(0)), real.end()
+        literal = real.group(0).strip()
+        number, end = (float.fromhex(literal) if hexadecimal else float(literal)), real.end()
     return number, text[end:].strip()
 
 

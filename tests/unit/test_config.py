@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from components.config import PROFILES, ClusterConfig, ConfigError, parse_config
+from components.pg_settings import settings_for, value_problem
 from components.stack import declared_keys, load_stack_config, stack_file_values
 
 LAB_NODES = [
@@ -404,3 +411,36 @@ def test_the_calendar_subset_when_systemd_analyze_is_missing(monkeypatch: pytest
         assert problem is not None and "systemd-analyze is not on this machine" in problem
     finally:
         validation.calendar_problem.cache_clear()
+
+
+POSTGRES_15 = Path("/usr/lib/postgresql/15/bin")
+
+
+@pytest.mark.skipif(not (POSTGRES_15 / "postgres").is_file(), reason="needs PostgreSQL 15's binaries (postgresql-15)")
+def test_the_value_check_agrees_with_postgresql_15() -> None:
+    """The parser follows guc.c: ask the real server (`postgres -C name -c name=value` parses the value as a config
+    line at start) about values of each type and unit, and compare."""
+    with tempfile.TemporaryDirectory(prefix="pg15-values-") as work:
+        _compare_with_postgresql_15(Path(work))
+
+
+def _compare_with_postgresql_15(work: Path) -> None:
+    # root runs the server as postgres (a directory of its own in /tmp: pytest's tmp_path is root's alone).
+    user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if user:
+        shutil.chown(work, "postgres")
+    data = work / "data"
+    subprocess.run([*user, str(POSTGRES_15 / "initdb"), "-D", str(data)], capture_output=True, check=True, timeout=120)
+    # One setting per type and unit, values at the edges of guc.c's parsing (a server start each: kept few).
+    names = ["work_mem", "shared_buffers", "statement_timeout", "random_page_cost", "enable_seqscan", "huge_pages"]
+    values = ["128MB", "5XB", "0x10", "1.5GB", "8 MB", "08", "1e3", "of", "YES"]
+    settings = settings_for(15)
+    assert settings is not None
+    disagreements = []
+    for name, value in itertools.product(names, values):
+        probe = [*user, str(POSTGRES_15 / "postgres"), "-D", str(data), "-C", name, "-c", f"{name}={value}"]
+        postgresql_takes = subprocess.run(probe, capture_output=True, check=False, timeout=60).returncode == 0
+        we_take = value_problem(settings[name], value, 15) is None
+        if postgresql_takes != we_take:
+            disagreements.append((name, value, postgresql_takes))
+    assert disagreements == []
