@@ -2,7 +2,9 @@
 
 Everything the program and the templates need comes from `ClusterConfig`, built once from the raw stack
 configuration (Pulumi config, or a Pulumi.<stack>.yaml read from disk by the render command and the lab).
-Every check runs here, before any resource exists, and every error names the config key that is wrong.
+Every check runs in parse_config, before any resource exists: the models' own here, the ones across keys (ports,
+pool size, PostgreSQL settings, schedules) in components/validation.py. Every error names the config key that is
+wrong.
 """
 
 from __future__ import annotations
