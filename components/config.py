@@ -2,7 +2,9 @@
 
 Everything the program and the templates need comes from `ClusterConfig`, built once from the raw stack
 configuration (Pulumi config, or a Pulumi.<stack>.yaml read from disk by the render command and the lab).
-Every check runs here, before any resource exists, and every error names the config key that is wrong.
+Every check runs in parse_config, before any resource exists: the models' own here, the ones across keys (ports,
+pool size, PostgreSQL settings, schedules) in components/validation.py. Every error names the config key that is
+wrong.
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ PROJECT = "pgpool-ha"
 _IFNAME = re.compile(r"^(?!\.{1,2}$)[^/:\s]{1,15}$")
 _HOSTNAME = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _PG_PARAMETER = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
+# libvirt's URI form: driver[+transport]://[user@][host][:port]/[path][?parameters] (qemu:///system, qemu+ssh://...).
+_LIBVIRT_URI = re.compile(r"^[a-z][a-z0-9]*(\+[a-z0-9]+)?://[^\s/]*/\S*$")
+# A user name useradd and cloud-init take (Debian's default NAME_REGEX, at most 32 characters).
+_USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+# A libvirt object name (storage pool, network): no white space or '/'.
+_LIBVIRT_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Settings conf.d/pgha.conf sets and the failover machinery relies on: not overridable through postgresql.parameters.
 MANAGED_PG_SETTINGS = frozenset(
     {
@@ -91,6 +99,18 @@ def _debian_version(value: str) -> str:
 DebianVersion = Annotated[str, AfterValidator(_debian_version)]
 
 
+def _libvirt_uri(value: str) -> str:
+    if not _LIBVIRT_URI.match(value):
+        raise ValueError(f"{value!r} is not a libvirt URI (driver[+transport]://[host]/path, e.g. qemu:///system)")
+    return value
+
+
+def _user_name(value: str) -> str:
+    if not _USER_NAME.match(value):
+        raise ValueError(f"{value!r} is not a user name (lowercase letters, digits, '_', '-', at most 32)")
+    return value
+
+
 class ConfigError(ValueError):
     """Bad stack configuration. The message names every offending key."""
 
@@ -116,6 +136,18 @@ class Node(_Model):
     def _valid_hostname(cls, value: str) -> str:
         if not _HOSTNAME.match(value):
             raise ValueError(f"{value!r} is not a valid host name (lowercase letters, digits, '-', max 63)")
+        return value
+
+    @field_validator("libvirt_uri")
+    @classmethod
+    def _node_uri(cls, value: str | None) -> str | None:
+        return None if value is None else _libvirt_uri(value)
+
+    @field_validator("ssh_host")
+    @classmethod
+    def _ssh_host(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z0-9.:_-]{1,253}$", value):
+            raise ValueError(f"{value!r} is not a host name or address provisioning can connect to")
         return value
 
     @property
@@ -212,6 +244,25 @@ class Libvirt(_Model):
     cluster_bridge: str | None = None
     egress: EgressNetwork = EgressNetwork()
 
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        return _libvirt_uri(value)
+
+    @field_validator("base_image")
+    @classmethod
+    def _base_image(cls, value: str) -> str:
+        if not re.match(r"^(https?://\S+|/\S+)$", value):
+            raise ValueError(f"{value!r} is neither an http(s) URL nor an absolute path of a cloud image")
+        return value
+
+    @field_validator("pool", "network_name", "cluster_bridge")
+    @classmethod
+    def _object_name(cls, value: str | None) -> str | None:
+        if value is not None and not _LIBVIRT_NAME.match(value):
+            raise ValueError(f"{value!r} is not a libvirt name (letters, digits, '.', '_', '-')")
+        return value
+
     @field_validator("memory_mib")
     @classmethod
     def _memory(cls, value: int) -> int:
@@ -234,6 +285,18 @@ class ExistingHosts(_Model):
     # Path to the private key on the machine running Pulumi; or set the secret key `sshPrivateKey` instead.
     ssh_private_key_path: str | None = None
     ssh_port: int = Field(default=22, ge=1, le=65535)
+
+    @field_validator("ssh_user")
+    @classmethod
+    def _user(cls, value: str) -> str:
+        return _user_name(value)
+
+    @field_validator("ssh_private_key_path")
+    @classmethod
+    def _key_path(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or "\n" in value):
+            raise ValueError(f"{value!r} is not a file path")
+        return value
 
 
 class PostgreSQL(_Model):
@@ -530,6 +593,11 @@ class ClusterConfig(_Model):
             raise ValueError(f"{value!r} is not an interface name Linux accepts (1-15 chars, no '/', ':' or space)")
         return value
 
+    @field_validator("admin_user")
+    @classmethod
+    def _admin_user(cls, value: str) -> str:
+        return _user_name(value)
+
     @field_validator("ssh_public_keys")
     @classmethod
     def _ssh_keys(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
@@ -764,9 +832,11 @@ def parse_config(raw: Mapping[str, Any]) -> ClusterConfig:
         if key in raw
     ]
     data = {k: v for k, v in raw.items() if k not in PASSWORD_KEYS and k != "sshPrivateKey"}
+    config: ClusterConfig | None
     try:
         config = ClusterConfig.model_validate(data)
     except ValidationError as exc:
+        config = None
         for error in exc.errors():
             key = _location(tuple(error["loc"]))
             message = error["msg"].removeprefix("Value error, ")
@@ -774,6 +844,11 @@ def parse_config(raw: Mapping[str, Any]) -> ClusterConfig:
                 lines.append(f"{PROJECT}:{key}: {message}")
             else:  # whole-config checks already start each line with the key they are about
                 lines.extend(f"{PROJECT}:{line}" for line in message.splitlines())
-    if lines:
+    if config is not None:
+        # Imported here: the checks read components.paths, which imports this module.
+        from .validation import cross_key_errors
+
+        lines.extend(f"{PROJECT}:{line}" for line in cross_key_errors(config))
+    if lines or config is None:
         raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(lines))
     return config

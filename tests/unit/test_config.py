@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from components.config import PROFILES, ClusterConfig, ConfigError, parse_config
+from components.pg_settings import settings_for, value_problem
 from components.stack import declared_keys, load_stack_config, stack_file_values
 
 LAB_NODES = [
@@ -215,3 +222,225 @@ def test_unknown_key_in_a_stack_file(tmp_path) -> None:
     (tmp_path / "Pulumi.typo.yaml").write_text("config:\n  pgpool-ha:vipp: 1.2.3.4\n")
     with pytest.raises(ConfigError, match=r"pgpool-ha:vipp: not a key this program reads"):
         load_stack_config("typo", tmp_path)
+
+
+BACKUP_HOST = {"name": "backup", "address": "192.168.137.19"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "words"),
+    [
+        # Two services on one port of a host.
+        (
+            base(pgpool={"pcpPort": 5432}),
+            "pgpool-ha:pgpool.pcpPort",
+            "port 5432 for pgpool's PCP is also the port of PostgreSQL (postgresql.port)",
+        ),
+        (base(pgpool={"heartbeatPort": 9000}), "pgpool-ha:pgpool.heartbeatPort", "port 9000 for pgpool's heartbeat"),
+        (
+            base(backup={"host": BACKUP_HOST}, pgpool={"port": 9719}),
+            "pgpool-ha:pgpool.port",
+            "pgpool2_exporter (fixed) on the database nodes",
+        ),
+        (
+            base(postgresql={"port": 22}),
+            "pgpool-ha:postgresql.port",
+            "port 22 for PostgreSQL is also the port of ssh (fixed)",
+        ),
+        (
+            base(mode="existing", backup={"host": BACKUP_HOST}, existingHosts={"sshPort": 9090}),
+            "pgpool-ha:existingHosts.sshPort",
+            "port 9090 for ssh is also the port of Prometheus (fixed) on the backup repository host",
+        ),
+        # pgpool's pool against PostgreSQL's connection limit.
+        (
+            base(pgpool={"numInitChildren": 100}),
+            "pgpool-ha:pgpool.numInitChildren",
+            "100 children need 107 connections",
+        ),
+        (
+            base(postgresql={"parameters": {"max_connections": 30}}),
+            "pgpool-ha:pgpool.numInitChildren",
+            "more than the 27 max_connections (30) - superuser_reserved_connections (3) allows",
+        ),
+        (
+            base(postgresql={"parameters": {"max_connections": 10, "superuser_reserved_connections": 10}}),
+            "pgpool-ha:postgresql.parameters.superuser_reserved_connections",
+            "10 is not less than max_connections (10)",
+        ),
+        # Backup schedules, as systemd parses them.
+        (
+            base(backup={"host": BACKUP_HOST, "fullSchedule": "Sun *-*-* 25:00:00"}),
+            "pgpool-ha:backup.fullSchedule",
+            "'Sun *-*-* 25:00:00' is not a systemd calendar expression",
+        ),
+        (
+            base(backup={"host": BACKUP_HOST, "diffSchedule": "2020-01-01"}),
+            "pgpool-ha:backup.diffSchedule",
+            "'2020-01-01' never elapses",
+        ),
+        (
+            base(backup={"host": BACKUP_HOST, "diffSchedule": "--help"}),
+            "pgpool-ha:backup.diffSchedule",
+            "'--help' is not a systemd",
+        ),
+        # PostgreSQL settings, against PostgreSQL 15's own definitions.
+        (
+            base(postgresql={"parameters": {"work_mem": "5XB"}}),
+            "pgpool-ha:postgresql.parameters.work_mem",
+            "'5XB' is not a memory size; PostgreSQL 15 accepts an integer in kB or a value with B, kB, MB, GB, TB "
+            "(64 .. 2147483647 kB)",
+        ),
+        (
+            base(postgresql={"parameters": {"work_mem": "32kB"}}),
+            "pgpool-ha:postgresql.parameters.work_mem",
+            "'32kB' is 32 kB, out of range",
+        ),
+        (
+            base(postgresql={"parameters": {"shared_buffers": "64kB"}}),
+            "pgpool-ha:postgresql.parameters.shared_buffers",
+            "'64kB' is 8 x 8kB, out of range; PostgreSQL 15 accepts an integer in blocks of 8kB",
+        ),
+        (
+            base(postgresql={"parameters": {"statement_timeout": "5 fortnights"}}),
+            "pgpool-ha:postgresql.parameters.statement_timeout",
+            "is not a duration; PostgreSQL 15 accepts an integer in ms or a value with us, ms, s, min, h, d",
+        ),
+        (
+            base(postgresql={"parameters": {"max_connections": "100MB"}}),
+            "pgpool-ha:postgresql.parameters.max_connections",
+            "'100MB' is not an integer; PostgreSQL 15 accepts an integer (1 .. 262143)",
+        ),
+        (
+            base(postgresql={"parameters": {"random_page_cost": -1}}),
+            "pgpool-ha:postgresql.parameters.random_page_cost",
+            "-1 is -1, out of range; PostgreSQL 15 accepts a number (0 ..",
+        ),
+        (
+            base(postgresql={"parameters": {"enable_seqscan": "maybe"}}),
+            "pgpool-ha:postgresql.parameters.enable_seqscan",
+            "'maybe' is not a boolean",
+        ),
+        (
+            base(postgresql={"parameters": {"huge_pages": "sometimes"}}),
+            "pgpool-ha:postgresql.parameters.huge_pages",
+            "'sometimes' is not one of the values; PostgreSQL 15 accepts one of off, on, try (any case)",
+        ),
+        (
+            base(postgresql={"parameters": {"work_mem": True}}),
+            "pgpool-ha:postgresql.parameters.work_mem",
+            "true (written as on) is not a memory size",
+        ),
+        (
+            base(postgresql={"parameters": {"shared_buffer": "1GB"}}),
+            "pgpool-ha:postgresql.parameters.shared_buffer",
+            "not a PostgreSQL 15 setting",
+        ),
+        (
+            base(postgresql={"parameters": {"wal_segment_size": 1024}}),
+            "pgpool-ha:postgresql.parameters.wal_segment_size",
+            "fixed when PostgreSQL 15 is built or the cluster is created",
+        ),
+        (
+            base(osRelease="ubuntu-24.04", postgresql={"version": 16, "parameters": {"work_mem": "4MB"}}),
+            "pgpool-ha:postgresql.parameters",
+            "no settings data for PostgreSQL 16",
+        ),
+        # What a mode needs present, in a form it can use.
+        (base(libvirt={"uri": ""}), "pgpool-ha:libvirt.uri", "'' is not a libvirt URI"),
+        (
+            base(libvirt={"baseImage": "debian.qcow2"}),
+            "pgpool-ha:libvirt.baseImage",
+            "neither an http(s) URL nor an absolute path",
+        ),
+        (base(libvirt={"pool": "my pool"}), "pgpool-ha:libvirt.pool", "not a libvirt name"),
+        (base(adminUser="Admin User"), "pgpool-ha:adminUser", "not a user name"),
+        (base(mode="existing", existingHosts={"sshUser": ""}), "pgpool-ha:existingHosts.sshUser", "not a user name"),
+        (
+            base(mode="existing", existingHosts={"sshPrivateKeyPath": " "}),
+            "pgpool-ha:existingHosts.sshPrivateKeyPath",
+            "not a file path",
+        ),
+        (
+            base(
+                nodes=[{**LAB_NODES[0], "libvirtUri": "hv-a"}, *LAB_NODES[1:]],
+                subnet="10.213.8.0/24",
+                vip="10.213.8.100",
+            ),
+            "pgpool-ha:nodes[0].libvirtUri",
+            "not a libvirt URI",
+        ),
+    ],
+)
+def test_conflicting_or_unusable_values_name_the_key_and_value(raw: dict[str, Any], key: str, words: str) -> None:
+    message = error_of(raw)
+    assert f"{key}: " in message, message
+    assert words in message, message
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {"shared_buffers": "128MB", "work_mem": "4MB", "effective_cache_size": "1.5GB", "maintenance_work_mem": 65536},
+        {"statement_timeout": "5min", "idle_in_transaction_session_timeout": "1h", "vacuum_cost_delay": "2ms"},
+        {"huge_pages": "YES", "constraint_exclusion": "Partition", "jit": False, "log_min_duration_statement": -1},
+        {"random_page_cost": 1.1, "seq_page_cost": "1e0", "enable_seqscan": "of", "log_connections": "TRUE"},
+        {"max_connections": 200, "superuser_reserved_connections": 5, "work_mem": "0x400", "temp_buffers": "8 MB"},
+        {"pg_stat_statements.max": 10000, "shared_preload_libraries": "pg_stat_statements", "datestyle": "ISO, DMY"},
+    ],
+)
+def test_values_postgresql_takes_are_accepted(parameters: dict[str, Any]) -> None:
+    config = parse_config(base(postgresql={"parameters": parameters}))
+    assert dict(config.postgresql.parameters) == parameters
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod", "lab", "lab-fast", "lab-sync", "lab-walkthrough"])
+def test_every_shipped_stack_loads(stack: str) -> None:
+    assert len(load_stack_config(stack).nodes) == 3
+
+
+def test_the_calendar_subset_when_systemd_analyze_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from components import validation
+
+    monkeypatch.setattr(validation.shutil, "which", lambda name: None)
+    validation.calendar_problem.cache_clear()
+    try:
+        for good in ("Sun *-*-* 01:00:00", "Mon..Sat *-*-* 01:00:00", "daily", "*-*-1 03:30", "Mon,Wed 02:00"):
+            assert validation.calendar_problem(good) is None, good
+        problem = validation.calendar_problem("every sunday")
+        assert problem is not None and "systemd-analyze is not on this machine" in problem
+    finally:
+        validation.calendar_problem.cache_clear()
+
+
+POSTGRES_15 = Path("/usr/lib/postgresql/15/bin")
+
+
+@pytest.mark.skipif(not (POSTGRES_15 / "postgres").is_file(), reason="needs PostgreSQL 15's binaries (postgresql-15)")
+def test_the_value_check_agrees_with_postgresql_15() -> None:
+    """The parser follows guc.c: ask the real server (`postgres -C name -c name=value` parses the value as a config
+    line at start) about values of each type and unit, and compare."""
+    with tempfile.TemporaryDirectory(prefix="pg15-values-") as work:
+        _compare_with_postgresql_15(Path(work))
+
+
+def _compare_with_postgresql_15(work: Path) -> None:
+    # root runs the server as postgres (a directory of its own in /tmp: pytest's tmp_path is root's alone).
+    user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if user:
+        shutil.chown(work, "postgres")
+    data = work / "data"
+    subprocess.run([*user, str(POSTGRES_15 / "initdb"), "-D", str(data)], capture_output=True, check=True, timeout=120)
+    # One setting per type and unit, values at the edges of guc.c's parsing (a server start each: kept few).
+    names = ["work_mem", "shared_buffers", "statement_timeout", "random_page_cost", "enable_seqscan", "huge_pages"]
+    values = ["128MB", "5XB", "0x10", "1.5GB", "8 MB", "08", "1e3", "of", "YES"]
+    settings = settings_for(15)
+    assert settings is not None
+    disagreements = []
+    for name, value in itertools.product(names, values):
+        probe = [*user, str(POSTGRES_15 / "postgres"), "-D", str(data), "-C", name, "-c", f"{name}={value}"]
+        postgresql_takes = subprocess.run(probe, capture_output=True, check=False, timeout=60).returncode == 0
+        we_take = value_problem(settings[name], value, 15) is None
+        if postgresql_takes != we_take:
+            disagreements.append((name, value, postgresql_takes))
+    assert disagreements == []
