@@ -815,8 +815,10 @@ def _location(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
-        else:
+        elif part.isprintable() and part.strip() == part and part:
             text += ("." if text else "") + to_camel(part)
+        else:  # a key name a user could not have meant: quoted, so that the message stays one readable line
+            text += f"[{part!r}]"
     return text
 
 

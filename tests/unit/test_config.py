@@ -154,6 +154,15 @@ def test_problems_are_reported_together() -> None:
     assert "pgpool-ha:vip:" in cross and "pgpool-ha:sshPublicKeys:" in cross
 
 
+def test_an_unreadable_key_name_is_quoted_and_the_refusal_stays_one_line_per_problem() -> None:
+    # "\x1e" is a line boundary for str.splitlines(): unquoted, it split the refusal into a line naming no key.
+    message = error_of(base(backup={"\x1e": None, " host": "x"}))
+    lines = message.splitlines()[1:]
+    assert "  pgpool-ha:backup['\\x1e']: Extra inputs are not permitted" in lines, lines
+    assert "  pgpool-ha:backup[' host']: Extra inputs are not permitted" in lines, lines
+    assert all(line.startswith("  pgpool-ha:backup") for line in lines), lines
+
+
 def test_defaults_are_the_walkthrough_cluster_with_the_vip_inside_the_subnet() -> None:
     config = parse_config(base())
     assert [n.name for n in config.nodes] == ["server1", "server2", "server3"]
