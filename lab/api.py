@@ -31,6 +31,15 @@ KINDS: tuple[LabKind, ...] = ("container", "vm")
 Command = str | Sequence[str]
 
 
+# What a root command on a server starts from, on either back-end: nothing of the caller's environment.
+SERVER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+ROOT_ENV = ("env", "-i", f"PATH={SERVER_PATH}", "HOME=/root", "LANG=C.UTF-8", "USER=root", "LOGNAME=root")
+
+
+def command_argv(cmd: Command) -> list[str]:
+    return ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+
+
 class LabNode(Protocol):
     """One server of the lab, as the drills see it."""
 

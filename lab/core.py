@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 
 from . import net
-from .api import Command, LabKind, ServerStatus
+from .api import ROOT_ENV, SERVER_PATH, Command, LabKind, ServerStatus, command_argv
 from .config import (
     ADMIN_USER,
     ALL_SERVERS,
@@ -40,7 +40,6 @@ from .sshclient import ssh_argv
 from .util import LabError, log, run, wait_for
 
 HOST_TOOLS = ("ip", "nsenter", "systemd-nspawn", "mmdebstrap", "ssh", "ssh-keygen", "mount", "umount")
-CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOST_KEY_TYPES = ("ed25519", "ecdsa", "rsa")
 BOOT_TIMEOUT = 120.0
 STOP_TIMEOUT = 45.0
@@ -49,10 +48,6 @@ P = ParamSpec("P")
 
 if TYPE_CHECKING:
     from components.config import ClusterConfig
-
-
-def _argv(cmd: Command) -> list[str]:
-    return ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -276,10 +271,10 @@ class Lab:
         pid = self.init_pid(node)
         if pid is None:
             raise LabError(f"{node} is not running")
-        env = ["env", "-i", f"PATH={CONTAINER_PATH}", "HOME=/root", "LANG=C.UTF-8", "USER=root", "LOGNAME=root"]
+        env = list(ROOT_ENV)
         if not capture and os.environ.get("TERM"):
             env.append(f"TERM={os.environ['TERM']}")
-        argv = ["nsenter", "-t", str(pid), "-a", "-r", "-w", "--", *env, *_argv(cmd)]
+        argv = ["nsenter", "-t", str(pid), "-a", "-r", "-w", "--", *env, *command_argv(cmd)]
         return self._run(argv, check=check, capture=capture, timeout=timeout, input=input)
 
     def ssh_argv(self, node: str, *, tty: bool = False) -> list[str]:
@@ -473,7 +468,7 @@ class Lab:
         p.run.mkdir(parents=True, exist_ok=True)
         p.stop_flag.unlink(missing_ok=True)
         env = {
-            "PATH": os.environ.get("PATH", CONTAINER_PATH),
+            "PATH": os.environ.get("PATH", SERVER_PATH),
             "LAB_DIR": str(self.dir),
             "PYTHONPATH": str(REPO_ROOT),
             "LANG": "C.UTF-8",
