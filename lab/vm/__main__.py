@@ -1,4 +1,4 @@
-"""python -m lab.vm up | down [--purge] | status | provision | destroy
+"""python -m lab.vm up | down [--purge] | status | provision | destroy | settle | test [-- PYTEST ARGS]
 
 up         host packages, image + mirror (cached), namespace with libvirtd/virtlogd, storage pool, mirror server,
            then `pulumi up` of the vmlab stack inside the namespace (real engine, real libvirt provider)
@@ -9,6 +9,7 @@ settle     `pulumi refresh`, then `pulumi preview --diff --expect-no-changes` (i
 down       destroy the stack, remove anything of the lab left in libvirt, stop the mirror server and the daemons,
            delete the namespace, drop the stack's state; --purge also deletes the image and mirror cache
 status     what runs
+test       a fresh lab, pytest with the VM back-end inside the namespace (the args after --), then down
 """
 
 from __future__ import annotations
@@ -22,14 +23,17 @@ from collections.abc import Sequence
 
 from ..engine import EngineError
 from ..util import LabError, log
-from .lifecycle import destroy, down, provision, settle, setup_host, status, up
+from .lifecycle import destroy, down, provision, run_tests, settle, setup_host, status, up
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.vm", description=__doc__.split("\n\n")[0])
-    parser.add_argument("verb", choices=["up", "down", "status", "provision", "destroy", "settle", "host"])
+    parser.add_argument("verb", choices=["up", "down", "status", "provision", "destroy", "settle", "host", "test"])
     parser.add_argument("--purge", action="store_true", help="down: also delete the cached image and mirror")
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # test: everything after -- is pytest's
+    pytest_args = words[words.index("--") + 1 :] if "--" in words else []
+    args = parser.parse_args(words[: words.index("--")] if "--" in words else words)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if os.geteuid() != 0:
         print("python -m lab.vm: run as root", file=sys.stderr)
@@ -48,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(json.dumps(settle()))
             case "down":
                 down(args.purge)
+            case "test":
+                return run_tests(pytest_args)
             case "status":
                 print(json.dumps(status(), indent=2))
     except (LabError, EngineError) as e:

@@ -4,11 +4,15 @@ preview, destroy, and down. Every engine command runs inside the lab namespace (
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
+from ..api import LAB_ENV
 from ..engine import REPO
 from ..net import in_namespace
 from ..util import LabError, log
@@ -128,3 +132,39 @@ def status() -> dict[str, object]:
         out["domains"] = host.virsh("list", "--all", "--name").split()
         out["networks"] = host.virsh("net-list", "--all", "--name").split()
     return out
+
+
+def run_tests(pytest_args: Sequence[str]) -> int:
+    """`make test-vm-lab`: a fresh lab's host side here (the image build needs the host's network), then pytest
+    inside the lab namespace with the VM back-end (tests/vm_lab/session.py runs `pulumi up` and times it), then
+    the lab goes, whatever happened. Returns pytest's exit code."""
+    t_total = time.monotonic()
+    down(purge=False)  # nothing of an earlier run
+    s.LOG_DIR.mkdir(parents=True, exist_ok=True)
+    s.HOST_TIMES.unlink(missing_ok=True)
+    s.REPORT_FILE.unlink(missing_ok=True)
+    rc = 1
+    try:
+        t0 = time.monotonic()
+        times = setup_host()
+        times["host_setup_s"] = round(time.monotonic() - t0 - times["image_s"] - times["host_packages_s"], 1)
+        s.HOST_TIMES.write_text(json.dumps(times) + "\n")
+        log.info("host phases: %s", times)
+        env = {**os.environ, LAB_ENV: "vm", "VM_LAB_TESTS": "1"}
+        pytest = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-p", "tests.vm_lab.session"]
+        rc = subprocess.run(host.ns(*pytest, *pytest_args), cwd=REPO, env=env, check=False).returncode
+    finally:
+        t0 = time.monotonic()
+        down(purge=False)
+        _add_to_report({"down_s": round(time.monotonic() - t0, 1), "total_s": round(time.monotonic() - t_total, 1)})
+    return rc
+
+
+def _add_to_report(phases: dict[str, float]) -> None:
+    try:
+        report = json.loads(s.REPORT_FILE.read_text())
+    except (OSError, ValueError):
+        report = {}
+    report.setdefault("phases", {}).update(phases)
+    s.REPORT_FILE.write_text(json.dumps(report, indent=2) + "\n")
+    log.info("report: %s", s.REPORT_FILE)
