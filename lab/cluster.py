@@ -1,6 +1,6 @@
 """Cluster verbs for the provisioned lab: what pgpool and PostgreSQL say, waits, recovery, and a bounded writer.
 
-Used by the HA drills (tests/lab) and the benchmark (lab.bench), on either back-end of the lab API (lab.api): every
+Used by the HA drills (tests/ha) and the benchmark (lab.bench), on either back-end of the lab API (lab.api): every
 server question goes through it. SQL clients connect from the process's own network namespace: run them inside the
 lab's client namespace (`ip netns exec pghalab-sw ...`, the VM lab's `pghavm`). pcp commands run on a server (the
 back-end's exec, as postgres, with its ~/.pcppass), so they need no pcp port from here.

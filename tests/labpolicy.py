@@ -10,6 +10,9 @@ from typing import Any
 
 import pytest
 
+# The lab tests' measurements by report file: a drill's (drills-report.json), the others' (lifecycle-report.json).
+REPORTS: dict[str, dict[str, Any]] = {"drills": {}, "lifecycle": {}}
+
 
 def lab_host_problem() -> str | None:
     """Why this machine cannot run the lab, or None."""

@@ -1,9 +1,10 @@
-"""The real lab, end to end. It takes the lab down at the end, so it runs only when asked (LAB_INFRA_TESTS=1, as
-`make test` does) or in CI; there a machine that cannot run the lab fails the test instead of skipping it."""
+"""The real lab, end to end. It takes the lab down at the end, so it runs only when asked: marked `lab_infra`, which
+pyproject.toml's addopts deselect (-m "not lab_infra") unless -m names it, as `make test-lab-infra` does
+(`pytest -m lab_infra tests/lab_infra`). In CI a machine that cannot run the lab fails the test instead of skipping
+it."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from lab.config import SWITCH_NS
 from lab.net import product_net_sysctls
 from tests.labpolicy import cannot_run, lab_host_problem
 
-pytestmark = [pytest.mark.lab]
+pytestmark = [pytest.mark.lab, pytest.mark.lab_infra]
 
 
 def _root_ns_has_lab_addresses() -> bool:
@@ -26,8 +27,6 @@ def _root_ns_has_lab_addresses() -> bool:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    if os.environ.get("LAB_INFRA_TESTS") != "1" and not os.environ.get("CI"):
-        pytest.skip("live lab test: set LAB_INFRA_TESTS=1 (it brings the lab up and takes it down)")
     problem = lab_host_problem()
     if problem:
         cannot_run(problem)

@@ -1,42 +1,33 @@
-"""The lab stack's life with the real engine: `make lifecycle` runs, in this order, in one pytest session
+"""The lab stack's life with the real engine: `make lifecycle` runs every test marked `lifecycle` in one pytest
+session, in the order of tests/conftest.py's PHASES (provision, the drills of tests/ha, the day-2 changes, destroy):
 
-    tests/lifecycle/test_1_provision.py   fresh lab: preview --diff, an interrupted up, the recovering up, secrets
-    tests/lab                             the HA drills a-k
-    tests/lifecycle/test_2_day2.py        no-op up, refresh, a reloadable and a restart-only change, destroy
+    ip netns exec pghalab-sw .venv/bin/pytest -m lifecycle tests/lifecycle tests/ha
 
-inside the lab's switch namespace (clients and `pulumi up` reach the servers from there). In CI a lab that cannot
-run fails loudly; elsewhere the tests are skipped with the reason.
+inside the lab's switch namespace (clients and `pulumi up` reach the servers from there); `make changes` is the same
+without the drills (-m "lifecycle and not phase_drills"). In CI a lab that cannot run fails loudly; elsewhere the
+tests are skipped with the reason.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from lab import SWITCH_NS, Lab
 from lab.cluster import Cluster
-from lab.config import lab_dir
 from lab.engine import Engine, EngineError, LabStack
-from tests.labpolicy import cannot_run, in_namespace, lab_host_problem, print_report, report_entry
+from tests.labpolicy import cannot_run, in_namespace, lab_host_problem
 
-REPORT: dict[str, Any] = {}
 # Everything the engine printed in this session, checked for secrets at the end of each file.
 ENGINE_OUTPUT: list[str] = []
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if Path(str(item.fspath)).parent == Path(__file__).parent:
-            item.add_marker(pytest.mark.lab)
 
 
 @pytest.fixture(scope="session")
 def lab() -> Lab:
     problem = lab_host_problem()
     if problem is None and not in_namespace(SWITCH_NS):
-        problem = f"run inside the lab namespace: ip netns exec {SWITCH_NS} .venv/bin/pytest tests/lifecycle"
+        problem = (
+            f"run inside the lab namespace: ip netns exec {SWITCH_NS} .venv/bin/pytest -m lifecycle tests/lifecycle"
+        )
     if problem is None:
         try:
             Engine.locate()
@@ -58,12 +49,3 @@ def stack(lab: Lab) -> LabStack:
 @pytest.fixture(scope="session")
 def cluster(lab: Lab) -> Cluster:
     return Cluster(lab)
-
-
-@pytest.fixture
-def report(request: pytest.FixtureRequest) -> dict[str, Any]:
-    return report_entry(REPORT, request)
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    print_report(terminalreporter, "lifecycle measurements (seconds)", REPORT, lab_dir() / "lifecycle-report.json")

@@ -10,8 +10,12 @@ import time
 import urllib.request
 from typing import Any
 
+import pytest
+
 from lab.cluster import Cluster, address_of, query, settings
 from lab.config import REPOSITORY_SERVER
+
+pytestmark = [pytest.mark.phase("drills")]
 
 PROMETHEUS = f"http://{REPOSITORY_SERVER.address}:9090"
 # scrape 5 s + pgha-metrics 5 s + the rule's `for` 10 s + evaluation 5 s, with room for a busy 2-core host.
@@ -34,6 +38,7 @@ def wait_until(condition: Any, bound: float, what: str) -> float:
     raise AssertionError(f"{what}: not within {bound:.0f} s")
 
 
+@pytest.mark.drill("m1")
 def test_m1_a_stopped_standby_fires_not_streaming_and_resolves(healthy: Cluster, report: dict[str, Any]) -> None:
     c = healthy
     assert not firing("PgHaStandbyNotStreaming"), "the alert fires on a healthy cluster"
@@ -58,6 +63,7 @@ ARCHIVE = "/var/lib/pgbackrest/archive"
 ARCHIVE_BOUND_S = 240.0
 
 
+@pytest.mark.drill("m2")
 def test_m2_a_locked_repository_fires_archiving_failing_and_resolves(healthy: Cluster, report: dict[str, Any]) -> None:
     c = healthy
     assert not firing("PgHaArchivingFailing"), "the alert fires on a healthy cluster"
@@ -81,6 +87,7 @@ def test_m2_a_locked_repository_fires_archiving_failing_and_resolves(healthy: Cl
     c.archive_now()  # archiving works again: the next segment reaches the repository
 
 
+@pytest.mark.drill("m3")
 def test_m3_a_leader_cut_off_from_the_other_nodes_fires_quorum_lost_on_its_side(
     healthy: Cluster, report: dict[str, Any]
 ) -> None:

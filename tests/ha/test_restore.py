@@ -11,7 +11,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from lab.cluster import Cluster, address_of, query, settings
+
+pytestmark = [pytest.mark.phase("drills"), pytest.mark.slow]
 
 TABLE = "restore_drill"
 
@@ -31,6 +35,7 @@ def assert_healthy_and_writable(c: Cluster, report: dict[str, Any]) -> None:
     report["after"] = {"primary": primary, "standbys": sorted(standbys)}
 
 
+@pytest.mark.drill("r1")
 def test_r1_point_in_time_restore(healthy: Cluster, report: dict[str, Any]) -> None:
     """Write 50 rows, note the time, write 20 more, drop the table; restore to the noted time: exactly the 50."""
     c = healthy
@@ -56,6 +61,7 @@ def test_r1_point_in_time_restore(healthy: Cluster, report: dict[str, Any]) -> N
     assert_healthy_and_writable(c, report)
 
 
+@pytest.mark.drill("r2")
 def test_r2_every_data_directory_lost(healthy: Cluster, report: dict[str, Any]) -> None:
     """Rows written and archived, then PostgreSQL's data directory deleted on every node: `pgha-restore --latest`
     brings every archived row back."""
@@ -81,6 +87,7 @@ def test_r2_every_data_directory_lost(healthy: Cluster, report: dict[str, Any]) 
     assert_healthy_and_writable(c, report)
 
 
+@pytest.mark.drill("r3")
 def test_r3_after_a_failover_the_old_primary_is_rebuilt_from_the_repository(
     healthy: Cluster, report: dict[str, Any]
 ) -> None:

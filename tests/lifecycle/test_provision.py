@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from lab.audit import leaks_in, process_lists, readable_files_with_secrets, stack_secrets
@@ -17,6 +18,8 @@ from lab.cluster import Cluster
 from lab.core import Lab
 from lab.engine import REPO, LabStack, kill_group
 from tests.lifecycle.conftest import ENGINE_OUTPUT
+
+pytestmark = [pytest.mark.phase("provision")]
 
 # Kill the first `up` once this many resources (of ~120) are in the state: mid-way through the provisioning steps.
 KILL_AFTER_RESOURCES = 50
@@ -116,6 +119,7 @@ def test_no_secret_in_state_output_process_list_or_readable_file(
         assert not found, f"{node}: files others can read hold a secret: {found}"
 
 
+@pytest.mark.usefixtures("lab")  # skipped with the others where the lab cannot run (it reads their output)
 def test_the_plugins_are_the_versions_the_sdks_request() -> None:
     """Built plugins and SDK packages agree: the engine never warned about a plugin version (nor downloaded one)."""
     output = "\n".join(ENGINE_OUTPUT)

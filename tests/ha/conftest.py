@@ -1,0 +1,81 @@
+"""HA drills against the provisioned lab. Run inside the lab's switch namespace:
+
+    ip netns exec pghalab-sw .venv/bin/pytest -m phase_drills tests/ha        (make drills)
+
+Each file is one behaviour; each drill keeps its letter as a marker, `@pytest.mark.drill("d")`, which
+tests/conftest.py turns into `drill_d` for `pytest -m`:
+
+    test_alerts.py          m1, m2, m3   an alert fires in Prometheus on a fault and resolves on the heal
+    test_pool_nodes.py      a            every node up in pgpool, one primary, the others streaming
+    test_watchdog.py        b, c         one watchdog leader holding the VIP; a new one when its pgpool stops
+    test_failover.py        d, e, f, h, k  the primary lost: promotion, online recovery, power loss, reboot, leader dies
+    test_partition.py       g            the leader/primary cut off: no split brain, fencing, rejoin
+    test_sessions.py        l            open sessions answer after a clean stop of the primary
+    test_load_balancing.py  i            reads reach the standbys
+    test_synchronous.py     j            no acknowledged write lost with synchronous replication (re-provisions)
+    test_restore.py         r1, r2, r3   restores from the pgBackRest repository (slow)
+
+    ip netns exec pghalab-sw .venv/bin/pytest -m drill_g tests/ha                 one drill
+    ip netns exec pghalab-sw .venv/bin/pytest -m "drill_d or drill_e" tests/ha    several
+    ip netns exec pghalab-sw .venv/bin/pytest -m "phase_drills and not slow" tests/ha   without the restores
+
+Whatever the selection, they run in the order of DRILL_ORDER (tests/conftest.py). In CI (CI set) a lab that cannot
+run fails every drill loudly; elsewhere the drills are skipped with the reason. Each drill starts from a healthy
+cluster (Cluster.restore), so any one of them can run alone. Measured times go to the terminal summary and to
+$LAB_DIR/drills-report.json (the `report` fixture, tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from lab import SERVERS, SWITCH_NS, Lab, LabError
+from lab.cluster import Cluster, settings, try_pool_nodes
+from tests.labpolicy import REPORTS, cannot_run, in_namespace, lab_host_problem
+
+RESTORE_TIMEOUT = 480.0
+
+
+def lab_problem(lab: Lab) -> str | None:
+    """Why the drills cannot run here, or None."""
+    problem = lab_host_problem()
+    if problem:
+        return problem
+    if not in_namespace(SWITCH_NS):
+        return f"the drills must run inside the lab namespace: ip netns exec {SWITCH_NS} .venv/bin/pytest tests/ha"
+    down = [s.name for s in SERVERS if not lab.is_running(s.name)]
+    if len(down) == len(SERVERS):
+        return "the lab is down (make lab-up) and not provisioned (make lab-provision)"
+    try:
+        settings()
+    except (LabError, ValueError) as e:
+        return f"the cluster is not provisioned (make lab-provision): {e}"
+    if try_pool_nodes() is None and not any(lab.is_running(s.name) for s in SERVERS):
+        return "no pgpool answers and no server runs"
+    return None
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """The drills' cluster: it must be provisioned already (in a lifecycle session, by the provision phase). Not
+    tests/lifecycle's `cluster`, which serves a lab before its first `up`."""
+    lab = Lab()
+    problem = lab_problem(lab)
+    if problem:
+        cannot_run(problem)
+    c = Cluster(lab)
+    yield c
+
+
+@pytest.fixture
+def healthy(cluster: Cluster) -> Cluster:
+    """Each drill starts from a healthy cluster, whatever the previous one left behind."""
+    t0 = time.monotonic()
+    cluster.restore(timeout=RESTORE_TIMEOUT)
+    took = time.monotonic() - t0
+    if took > 1:
+        REPORTS["drills"].setdefault("_restore_s", []).append(round(took, 1))
+    return cluster
