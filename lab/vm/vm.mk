@@ -3,11 +3,11 @@
 # Included by the Makefile (`include lab/vm/vm.mk`); needs root, `make engine` and `make setup`.
 VM_NS := pghavm
 
-# What `make test-vm-lab` runs, in this order, with the VM back-end of the lab API (PGHA_LAB=vm): the VM-specific
-# checks, the HA drills that the container lab runs too (a, b, d, e), then destroy-leaves-nothing.
-VM_LAB_DRILLS ?= tests/lab/test_drills.py::test_a_pool_nodes tests/lab/test_drills.py::test_b_watchdog \
-	tests/lab/test_drills.py::test_d_stop_postgresql_on_primary \
-	tests/lab/test_drills.py::test_e_online_recovery_of_old_primary
+# What `make test-vm-lab` runs with the VM back-end of the lab API (PGHA_LAB=vm): the VM-specific checks first, the
+# HA drills the container lab runs too (a, b, d, e; any drill id of tests/ha works), destroy-leaves-nothing last.
+VM_LAB_DRILLS ?= tests/ha/test_pool_nodes.py::test_a_pool_nodes tests/ha/test_watchdog.py::test_b_watchdog \
+	tests/ha/test_failover.py::test_d_stop_postgresql_on_primary \
+	tests/ha/test_failover.py::test_e_online_recovery_of_old_primary
 VM_LAB_TESTS ?= tests/vm_lab/test_vm_infra.py $(VM_LAB_DRILLS) tests/vm_lab/test_vm_teardown.py
 
 .PHONY: vm-lab-up vm-lab-down vm-lab-status test-vm-lab

@@ -3,7 +3,8 @@
 Before the first test: `pulumi up` of the vmlab stack (inside the lab namespace, where pytest runs), timing the
 boot (first ssh answer per VM) and the provisioning after it. Then the tests given on the command line run with the
 VM back-end of the lab API ($PGHA_LAB=vm): the VM-specific checks of this folder and the HA drills themselves. At
-the end, the phases and the drills' figures go to the terminal and to /var/lib/pgha-vmlab/vm-lab-report.json.
+the end, the phases and the drills' figures (the same `report` entries the container lab's drills record) go to the
+terminal and to /var/lib/pgha-vmlab/vm-lab-report.json.
 
 VM_LAB_REUSE=1: against a lab `make vm-lab-up` left running (no `pulumi up` here):
 
@@ -28,7 +29,7 @@ import pytest
 from lab.api import current_lab, lab_kind
 from lab.vm import settings as s
 from lab.vm.backend import KNOWN_HOSTS, VmLab
-from tests.labpolicy import cannot_run, print_report
+from tests.labpolicy import REPORTS, cannot_run, print_report
 
 REPO = Path(__file__).resolve().parents[2]
 PROVISION_TIMEOUT_S = 3600.0
@@ -83,7 +84,6 @@ def vm_lab() -> Iterator[VmLab]:
     assert isinstance(lab, VmLab)
     with contextlib.suppress(OSError, ValueError):  # no host phases when the lab was up already (VM_LAB_REUSE)
         PHASES.update(json.loads(s.HOST_TIMES.read_text()))
-    lab.report_file.unlink(missing_ok=True)  # the drills of this session write it afresh
     if os.environ.get("VM_LAB_REUSE") != "1":
         KNOWN_HOSTS.unlink(missing_ok=True)  # fresh VMs, new host keys
         provision_timing_boot(lab)
@@ -94,13 +94,13 @@ def vm_lab() -> Iterator[VmLab]:
 
 
 @pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """After tests/conftest.py's order (which puts tests without a lifecycle phase first): destroy goes last."""
+    items.sort(key=lambda item: Path(str(item.path)).name == "test_vm_teardown.py")
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """After the drills' own summary (which wrote their figures to the back-end's report file)."""
     if not PHASES:
         return
-    report: dict[str, Any] = {"phases": PHASES}
-    try:
-        report["drills"] = json.loads(current_lab().report_file.read_text())
-    except (OSError, ValueError):
-        report["drills"] = {}
+    report = {"phases": PHASES, "drills": REPORTS["drills"]}
     print_report(terminalreporter, "VM lab phases and drill figures (seconds)", report, s.REPORT_FILE)
