@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from lab.api import current_lab, lab_kind
+from lab.util import LabError
 from lab.vm import settings as s
 from lab.vm.backend import KNOWN_HOSTS, VmLab
 from tests.labpolicy import REPORTS, cannot_run, print_report
@@ -40,6 +41,9 @@ def phase(name: str, seconds: float) -> None:
     """One measured phase of the run, printed at once (the run is long) and kept for the report."""
     PHASES[name] = round(seconds, 1)
     print(f"\nvm-lab phase {name}: {seconds:.1f} s", flush=True)
+    # As they come: a run that dies half-way still leaves its phases (and docs/vm-lab.md reads this file).
+    s.LOG_DIR.mkdir(parents=True, exist_ok=True)
+    (s.LOG_DIR / "times.json").write_text(json.dumps(PHASES, indent=2) + "\n")
 
 
 def vm_lab_problem() -> str | None:
@@ -50,6 +54,13 @@ def vm_lab_problem() -> str | None:
     return current_lab().problem() if os.environ.get("VM_LAB_REUSE") == "1" else None
 
 
+def answers_ssh(lab: VmLab, node: str) -> bool:
+    try:
+        return lab.ssh(node, "true", timeout=45).returncode == 0
+    except LabError:  # timed out: still booting
+        return False
+
+
 def provision_timing_boot(lab: VmLab) -> None:
     """`python -m lab.vm provision`; meanwhile, the first successful ssh per VM is its boot time."""
     booted: dict[str, float] = {}
@@ -58,8 +69,7 @@ def provision_timing_boot(lab: VmLab) -> None:
     try:
         while up.poll() is None and len(booted) < len(lab.members()):
             for node in lab.members():
-                answers = node.name not in booted and lab.is_running(node.name)
-                if answers and lab.ssh(node.name, "true", timeout=45).returncode == 0:
+                if node.name not in booted and lab.is_running(node.name) and answers_ssh(lab, node.name):
                     booted[node.name] = time.monotonic() - t0
             time.sleep(3)
         rc = up.wait(timeout=max(60.0, PROVISION_TIMEOUT_S - (time.monotonic() - t0)))
