@@ -46,12 +46,11 @@ from .cluster import (
     Writer,
     connect,
     missing_rows,
-    outer_ancestor,
     settings,
     stats,
 )
 from .config import SERVER_BY_NAME, SWITCH_NS
-from .core import Lab
+from .core import Lab, outer_ancestor
 from .util import LabError, log
 
 REPO = Path(__file__).resolve().parent.parent

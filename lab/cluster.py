@@ -1,8 +1,9 @@
 """Cluster verbs for the provisioned lab: what pgpool and PostgreSQL say, waits, recovery, and a bounded writer.
 
-Used by the HA drills (tests/ha) and the benchmark (lab.bench). SQL clients connect from the process's own network
-namespace: run them inside the lab's switch namespace (`ip netns exec pghalab-sw ...`). pcp commands run inside a
-server (Lab.exec, as postgres, with its ~/.pcppass), so they need no network from here.
+Used by the HA drills (tests/ha) and the benchmark (lab.bench), on either back-end of the lab API (lab.api): every
+server question goes through it. SQL clients connect from the process's own network namespace: run them inside the
+lab's client namespace (`ip netns exec pghalab-sw ...`, the VM lab's `pghavm`). pcp commands run on a server (the
+back-end's exec, as postgres, with its ~/.pcppass), so they need no pcp port from here.
 
     python -m lab.cluster status     # pool_nodes + watchdog, as seen through the VIP
 """
@@ -12,24 +13,21 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
-import os
 import shlex
 import statistics
-import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from .config import ALL_SERVERS, REPOSITORY_SERVER, SERVER_BY_NAME
-from .core import Lab
+from .api import LabBackend, current_lab
+from .config import STACK_ENV as STACK_ENV  # the drills switch stacks with it
 from .util import LabError, log, wait_for
 
 PG_UNIT = "postgresql@15-main"
@@ -37,8 +35,6 @@ PGPOOL_UNIT = "pgpool2"
 WRITES_TABLE = "pgha_drill_rows"
 # pgpool sends a query starting with this comment to the primary, never to a standby (no load balancing).
 NO_LB = "/*NO LOAD BALANCE*/ "
-STACK_ENV = "PGHA_STACK"
-REPO = Path(__file__).resolve().parent.parent
 
 
 # --------------------------------------------------------------------------------------------- settings, credentials
@@ -60,6 +56,7 @@ class Settings:
     wd_interval: int = 10
     fencing: bool = True
     fence_isolation_s: int = 30
+    repository_host: str | None = None  # the backup repository host (pgBackRest), if the stack has one
 
     @property
     def pg_unit(self) -> str:
@@ -67,17 +64,17 @@ class Settings:
 
 
 def current_stack() -> str:
-    return os.environ.get(STACK_ENV, "lab")
+    return current_lab().stack
 
 
 def stack_password() -> str:
     """The postgres password, from the lab stack's outputs (the engine's state): the lab keeps no copy of its own."""
     from urllib.parse import unquote, urlsplit
 
-    from .engine import EngineError, LabStack
+    from .engine import EngineError
 
     try:
-        outputs = LabStack(echo=False).outputs(show_secrets=True)
+        outputs = current_lab().stack_outputs()
     except EngineError as e:
         raise LabError(f"the lab stack has no outputs (make lab-provision): {e}") from e
     url = outputs.get("connectionString")
@@ -88,15 +85,19 @@ def stack_password() -> str:
 
 
 def settings(stack: str | None = None) -> Settings:
-    """Settings of the given stack (default: $PGHA_STACK, else lab)."""
+    """Settings of the lab's stack (the container lab: $PGHA_STACK, else lab)."""
     return _settings(stack or current_stack())
 
 
 @functools.cache
 def _settings(stack: str) -> Settings:
-    from components.stack import load_stack_config  # the program's own config reader and defaults
+    lab = current_lab()
+    if stack == lab.stack:
+        cfg = lab.stack_config()
+    else:
+        from components.stack import load_stack_config  # the program's own config reader and defaults
 
-    cfg = load_stack_config(stack)
+        cfg = load_stack_config(stack)
     password = stack_password()
     return Settings(
         stack=stack,
@@ -112,6 +113,7 @@ def _settings(stack: str) -> Settings:
         wd_interval=cfg.pgpool.timing.wd_interval,
         fencing=cfg.fencing.enabled,
         fence_isolation_s=cfg.fence_isolation_seconds,
+        repository_host=cfg.backup.host.name if cfg.backup else None,
     )
 
 
@@ -121,14 +123,11 @@ def forget_settings() -> None:
 
 
 def address_of(node: str) -> str:
-    return SERVER_BY_NAME[node].address
+    return current_lab().address_of(node)
 
 
 def node_of(address: str) -> str | None:
-    for s in ALL_SERVERS:
-        if address in (s.address, s.name):
-            return s.name
-    return None
+    return current_lab().node_of(address)
 
 
 # ------------------------------------------------------------------------------------------------------- SQL access
@@ -281,7 +280,7 @@ def node_id(node: str, nodes: list[PoolNode] | None = None) -> int:
         if n.name == node:
             return n.node_id
     # pgpool numbers backends in the stack's node order: server1 = 0.
-    return SERVER_BY_NAME[node].index - 1
+    return [m.name for m in current_lab().members()].index(node)
 
 
 # ----------------------------------------------------------------------------------------------------- watchdog
@@ -372,43 +371,18 @@ def parse_watchdog_info(text: str, seen_from: str = "") -> WatchdogInfo:
 class Cluster:
     """The provisioned cluster on the lab: questions (pool_nodes, watchdog) and verbs (recover, restore)."""
 
-    def __init__(self, lab: Lab | None = None) -> None:
-        self.lab = lab or Lab()
+    def __init__(self, lab: LabBackend | None = None) -> None:
+        self.lab = lab or current_lab()
 
-    # ------------------------------------------------------------------------------------------- host-side verbs
-    def lab_verb(self, verb: str, *args: str, timeout: float = 300) -> None:
-        """A Lab verb that needs the host's cgroup mounts (start, crash). `ip netns exec` (how the drills run) gives
-        us a private mount namespace with /sys remounted, which hides /sys/fs/cgroup: then run the verb in the
-        namespaces of the nearest ancestor process outside it (the shell that called `ip netns exec`)."""
-        what = " ".join((verb, *args))
-        if Path("/sys/fs/cgroup/systemd").is_dir():
-            getattr(self.lab, verb)(*args)
-            return
-        host = outer_ancestor()
-        if host is None:
-            raise LabError(f"cannot {what}: no /sys/fs/cgroup here and no ancestor process outside this mount ns")
-        argv = [
-            "nsenter",
-            f"--mount=/proc/{host}/ns/mnt",
-            f"--net=/proc/{host}/ns/net",
-            f"--wd={REPO}",
-            "--",
-            sys.executable,
-            "-m",
-            "lab",
-            verb,
-            *args,
-        ]
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        cp = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-        if cp.returncode != 0:
-            raise LabError(f"python -m lab {what} failed: {(cp.stdout + cp.stderr).strip()[-500:]}")
+    def lab_verb(self, verb: str, *args: str) -> None:
+        """A lab verb by its CLI name (add, remove, mirror ...): the back-end runs it where it must run."""
+        getattr(self.lab, verb.replace("-", "_"))(*args)
 
     def crash(self, node: str) -> None:
-        self.lab_verb("crash", node)
+        self.lab.crash(node)
 
     def start(self, node: str) -> None:
-        self.lab_verb("start", node)
+        self.lab.start(node)
 
     # -------------------------------------------------------------------------------------------- inside a server
     def as_postgres(self, node: str, cmd: str, timeout: float = 60) -> tuple[int, str]:
@@ -648,7 +622,10 @@ class Cluster:
         Returns (seconds, its output); raises with the output when it fails."""
         t0 = time.monotonic()
         restore = ["sudo", "-n", "/usr/local/sbin/pgha-restore", *args]
-        cp = self.lab.ssh(REPOSITORY_SERVER.name, restore, timeout=timeout)
+        repository = settings().repository_host
+        if repository is None:
+            raise LabError(f"stack {settings().stack} has no backup repository host (backup.host)")
+        cp = self.lab.ssh(repository, restore, timeout=timeout)
         took = time.monotonic() - t0
         out = (cp.stdout or "") + (cp.stderr or "")
         if cp.returncode != 0:
@@ -779,27 +756,6 @@ class Cluster:
             self.switch_leader_to(primary, timeout=timeout / 2)
             self.wait_healthy(timeout / 2)
         return primary
-
-
-def outer_ancestor() -> int | None:
-    """PID of the nearest ancestor in another mount namespace that sees the host's cgroups (the shell that ran
-    `ip netns exec`)."""
-    try:
-        mine = os.readlink("/proc/self/ns/mnt")
-    except OSError:
-        return None
-    pid = os.getpid()
-    for _ in range(64):
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-            pid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
-            if pid <= 1:
-                return None
-            if os.readlink(f"/proc/{pid}/ns/mnt") != mine and Path(f"/proc/{pid}/root/sys/fs/cgroup/systemd").is_dir():
-                return pid
-        except (OSError, StopIteration, ValueError):
-            return None
-    return None
 
 
 # ------------------------------------------------------------------------------------------------------- writer
@@ -987,7 +943,9 @@ def missing_rows(result: WriterResult, timeout: float = 60) -> list[int]:
 
 
 @contextlib.contextmanager
-def vip_monitor(lab: Lab, interval: float = 0.1, seconds: float = 600) -> Iterator[list[tuple[float, list[str]]]]:
+def vip_monitor(
+    lab: LabBackend, interval: float = 0.1, seconds: float = 600
+) -> Iterator[list[tuple[float, list[str]]]]:
     """Samples the VIP holders in the background; yields the list of (time, holders) samples. Bounded."""
     samples: list[tuple[float, list[str]]] = []
     stop = threading.Event()

@@ -11,6 +11,8 @@ PREFIX = 24
 CLIENT_ADDR = "10.213.8.2"
 VIP = "10.213.8.100"
 SWITCH_NS = "pghalab-sw"
+# Which stack file's config the lab stack runs (drill j switches it to lab-sync for its duration).
+STACK_ENV = "PGHA_STACK"
 BRIDGE = "br0"
 CLIENT_IF = "labclient"
 CLIENT_BR_PORT = "labclient-br"

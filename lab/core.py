@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import shlex
 import shutil
@@ -14,10 +15,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 
 from . import net
+from .api import ROOT_ENV, SERVER_PATH, Command, LabKind, ServerStatus, command_argv
 from .config import (
     ADMIN_USER,
     ALL_SERVERS,
@@ -25,6 +27,7 @@ from .config import (
     PROPAGATE_DIR,
     SERVERS,
     SPARE_SERVERS,
+    STACK_ENV,
     SWITCH_NS,
     VIP,
     Server,
@@ -33,33 +36,18 @@ from .config import (
 )
 from .image import BaseImage, recipe_hash
 from .paths import CGROUP_HIERARCHIES, CGROUP_ROOT, CGROUP_SLICE, ServerPaths
+from .sshclient import ssh_argv
 from .util import LabError, log, run, wait_for
 
 HOST_TOOLS = ("ip", "nsenter", "systemd-nspawn", "mmdebstrap", "ssh", "ssh-keygen", "mount", "umount")
-CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOST_KEY_TYPES = ("ed25519", "ecdsa", "rsa")
 BOOT_TIMEOUT = 120.0
 STOP_TIMEOUT = 45.0
 REPO_ROOT = Path(__file__).resolve().parent.parent
+P = ParamSpec("P")
 
-Command = str | Sequence[str]
-
-
-@dataclass
-class ServerStatus:
-    name: str
-    running: bool
-    state: str  # systemctl is-system-running inside, or "stopped"
-    address: str
-    addresses: list[str] = field(default_factory=list)  # IPv4 on enp0s8 (prefix included), VIP too
-    cable_up: bool = False  # False: partitioned (switch port down, or split from some servers) or no network
-    vip: bool = False
-    memory_mib: float | None = None
-    init_pid: int | None = None
-
-
-def _argv(cmd: Command) -> list[str]:
-    return ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+if TYPE_CHECKING:
+    from components.config import ClusterConfig
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -91,6 +79,71 @@ def _kill(pid: int | None, sig: int) -> None:
             os.kill(pid, sig)
 
 
+def host_cgroups_visible() -> bool:
+    """False inside `ip netns exec` (how the drills run): its private mount namespace remounts /sys, which hides
+    the host's cgroup mounts the lab needs to boot or kill a server."""
+    return Path("/sys/fs/cgroup/systemd").is_dir()
+
+
+def outer_ancestor() -> int | None:
+    """PID of the nearest ancestor in another mount namespace that sees the host's cgroups (the shell that ran
+    `ip netns exec`)."""
+    try:
+        mine = os.readlink("/proc/self/ns/mnt")
+    except OSError:
+        return None
+    pid = os.getpid()
+    for _ in range(64):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            pid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+            if pid <= 1:
+                return None
+            if os.readlink(f"/proc/{pid}/ns/mnt") != mine and Path(f"/proc/{pid}/root/sys/fs/cgroup/systemd").is_dir():
+                return pid
+        except (OSError, StopIteration, ValueError):
+            return None
+    return None
+
+
+def run_in_host_namespaces(directory: Path, verb: str, *args: str, timeout: float = 600) -> None:
+    """`python -m lab VERB ARGS` in the mount and network namespaces of the nearest ancestor outside this one."""
+    what = " ".join((verb, *args))
+    host = outer_ancestor()
+    if host is None:
+        raise LabError(f"cannot {what}: no /sys/fs/cgroup here and no ancestor process outside this mount ns")
+    argv = [
+        "nsenter",
+        f"--mount=/proc/{host}/ns/mnt",
+        f"--net=/proc/{host}/ns/net",
+        f"--wd={REPO_ROOT}",
+        "--",
+        sys.executable,
+        "-m",
+        "lab",
+        verb.replace("_", "-"),
+        *args,
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "LAB_DIR": str(directory)}
+    cp = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    if cp.returncode != 0:
+        raise LabError(f"python -m lab {what} failed: {(cp.stdout + cp.stderr).strip()[-500:]}")
+
+
+def from_host_namespaces(verb: Callable[Concatenate[Lab, P], None]) -> Callable[Concatenate[Lab, P], None]:
+    """A verb that needs the host's cgroup mounts or network: run where they are when this process cannot see
+    them (the drills call crash and start from inside the switch namespace)."""
+
+    @functools.wraps(verb)
+    def wrapper(self: Lab, *args: P.args, **kwargs: P.kwargs) -> None:
+        if kwargs or host_cgroups_visible():
+            verb(self, *args, **kwargs)
+        else:
+            run_in_host_namespaces(self.dir, verb.__name__, *(str(a) for a in args))
+
+    return wrapper
+
+
 def forget_stack_state(directory: Path) -> None:
     from .engine import LabStack  # late: `python -m lab.engine` must not be imported by the package first
 
@@ -99,7 +152,10 @@ def forget_stack_state(directory: Path) -> None:
 
 class Lab:
     """Three servers (server1..3), and up to two added ones (server4, server5), each in its own network namespace,
-    wired to a bridge in namespace pghalab-sw."""
+    wired to a bridge in namespace pghalab-sw. The container back-end of the lab API (lab.api.LabBackend)."""
+
+    kind: LabKind = "container"
+    client_ns: str = SWITCH_NS
 
     def __init__(self, directory: Path | None = None) -> None:
         self.dir = directory or lab_dir()
@@ -215,37 +271,17 @@ class Lab:
         pid = self.init_pid(node)
         if pid is None:
             raise LabError(f"{node} is not running")
-        env = ["env", "-i", f"PATH={CONTAINER_PATH}", "HOME=/root", "LANG=C.UTF-8", "USER=root", "LOGNAME=root"]
+        env = list(ROOT_ENV)
         if not capture and os.environ.get("TERM"):
             env.append(f"TERM={os.environ['TERM']}")
-        argv = ["nsenter", "-t", str(pid), "-a", "-r", "-w", "--", *env, *_argv(cmd)]
+        argv = ["nsenter", "-t", str(pid), "-a", "-r", "-w", "--", *env, *command_argv(cmd)]
         return self._run(argv, check=check, capture=capture, timeout=timeout, input=input)
 
     def ssh_argv(self, node: str, *, tty: bool = False) -> list[str]:
         """ssh as admin with the lab key and pinned host keys; run it inside the switch namespace (see client())."""
         s = get_server(node)
-        argv = [
-            "ssh",
-            "-i",
-            str(self.key),
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            f"UserKnownHostsFile={self.known_hosts}",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=5",
-            "-o",
-            "LogLevel=ERROR",
-        ]
-        if tty:
-            argv.append("-t")
-        return [*argv, f"{ADMIN_USER}@{s.address}"]
+        extra = ("-t",) if tty else ()
+        return ssh_argv(self.key, self.known_hosts, f"{ADMIN_USER}@{s.address}", extra=extra)
 
     def ssh(
         self,
@@ -432,7 +468,7 @@ class Lab:
         p.run.mkdir(parents=True, exist_ok=True)
         p.stop_flag.unlink(missing_ok=True)
         env = {
-            "PATH": os.environ.get("PATH", CONTAINER_PATH),
+            "PATH": os.environ.get("PATH", SERVER_PATH),
             "LAB_DIR": str(self.dir),
             "PYTHONPATH": str(REPO_ROOT),
             "LANG": "C.UTF-8",
@@ -604,6 +640,7 @@ class Lab:
             self.down()
             self.up()
 
+    @from_host_namespaces
     def start(self, node: str) -> None:
         """Boot a stopped or crashed server (its overlay is kept), re-adding its fixed address."""
         self._require_root()
@@ -627,6 +664,7 @@ class Lab:
             self._spawn(s)
         return self._wait_ready(s)
 
+    @from_host_namespaces
     def stop(self, node: str) -> None:
         """Clean poweroff of one server (it stays off: no reboot), then its NIC goes dark like a crashed one."""
         self._require_root()
@@ -636,6 +674,7 @@ class Lab:
             net.link_dead(s)
             log.info("stop: %s powered off, link down, addresses flushed", node)
 
+    @from_host_namespaces
     def crash(self, node: str) -> None:
         """Power loss: its link goes down and loses its addresses (and the VIP), then its init is SIGKILLed."""
         self._require_root()
@@ -709,6 +748,7 @@ class Lab:
         """Names of the servers whose enp0s8 holds the VIP (normally zero or one)."""
         return [s.name for s in self.members() if any(a.startswith(f"{VIP}/") for a in net.addresses(s))]
 
+    @from_host_namespaces
     def mirror(self) -> None:
         """The signed apt repository of the newest PostgreSQL packages (built in the host namespaces)."""
         from . import mirror  # late: the image module's apt queries are only needed here
@@ -716,10 +756,49 @@ class Lab:
         built = mirror.build(self.dir)
         log.info("mirror: %s holds %s", built.directory, ", ".join(f"{p} {v}" for p, v in built.versions.items()))
 
+    # ---------------------------------------------------------------- the lab API's questions
+    @property
+    def stack(self) -> str:
+        """The stack file whose config the lab stack runs ($PGHA_STACK, else lab: drill j applies lab-sync)."""
+        return os.environ.get(STACK_ENV, "lab")
+
+    def stack_config(self) -> ClusterConfig:
+        from components.stack import load_stack_config  # the program's own config reader and defaults
+
+        return load_stack_config(self.stack)
+
+    def stack_outputs(self) -> dict[str, Any]:
+        from .engine import LabStack  # late: `python -m lab.engine` must not be imported by the package first
+
+        return LabStack(directory=self.dir / "pulumi", echo=False).outputs(show_secrets=True)
+
+    @property
+    def report_file(self) -> Path:
+        return self.dir / "drills-report.json"
+
+    def problem(self) -> str | None:
+        if os.geteuid() != 0:
+            return "the lab needs root (network namespaces, overlay mounts, systemd-nspawn)"
+        missing = [t for t in HOST_TOOLS if shutil.which(t) is None]
+        if missing:
+            return f"missing host tools: {', '.join(missing)} (make host-deps)"
+        if not net.in_namespace(SWITCH_NS):
+            return f"run inside the lab namespace: ip netns exec {SWITCH_NS} .venv/bin/pytest ..."
+        if not any(self.is_running(s.name) for s in SERVERS):
+            return "the lab is down (make lab-up) and not provisioned (make lab-provision)"
+        return None
+
+    def address_of(self, node: str) -> str:
+        return get_server(node).address
+
+    def node_of(self, address: str) -> str | None:
+        return next((s.name for s in ALL_SERVERS if address in (s.address, s.name)), None)
+
     def members(self) -> list[Server]:
         """The lab's servers: the three, plus the added ones (server4, server5) while they exist."""
         return [*SERVERS, *(s for s in SPARE_SERVERS if self.paths(s).root.is_dir())]
 
+    @from_host_namespaces
     def add(self, node: str) -> None:
         """A new, empty server (server4 or server5) on the lab's switch: fresh overlay, booted, ssh answering."""
         self._require_root()
@@ -727,12 +806,6 @@ class Lab:
         if s not in SPARE_SERVERS:
             raise LabError(
                 f"add: {node} is one of the lab's three servers; add takes {', '.join(x.name for x in SPARE_SERVERS)}"
-            )
-        if not (CGROUP_ROOT / CGROUP_HIERARCHIES[0]).is_dir():
-            # Inside `ip netns exec` (a private mount namespace, /sys remounted): nothing created here would be
-            # visible to the host. Cluster.lab_verb runs verbs outside it.
-            raise LabError(
-                f"add {node}: no {CGROUP_ROOT / CGROUP_HIERARCHIES[0]} here: run it from the host namespaces"
             )
         t0 = time.monotonic()
         with self._locked():
@@ -743,6 +816,7 @@ class Lab:
             st = self._boot(s, cable_up=True)
             log.info("add: %s booted (%s) in %.1f s", node, st, time.monotonic() - t0)
 
+    @from_host_namespaces
     def remove(self, node: str) -> None:
         """Power an added server off and delete it: overlay, namespace, cable (the opposite of add)."""
         self._require_root()

@@ -7,6 +7,7 @@ bridge nor any 10.213.8.x address or route can leak to the host's uplink.
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 from .config import (
@@ -121,50 +122,82 @@ SPLIT_TABLE = "pgha_lab_split"
 
 def split(s: Server, peers: list[Server]) -> None:
     """Drop every frame (ARP included) the switch would forward between s and each of peers, both ways."""
+    drop_between(SWITCH_NS, s.switch_port, [p.switch_port for p in peers])
+
+
+def split_ports() -> set[str]:
+    """Switch ports of the servers a split involves (empty: none)."""
+    return ports_split_in(SWITCH_NS)
+
+
+def heal_split() -> None:
+    remove_split(SWITCH_NS)
+
+
+# The same nftables bridge table serves every lab whose switch is a Linux bridge in a namespace of ours (the VM
+# lab's bridge carries the VMs' tap devices where this one carries veth ends).
+def drop_between(ns: str, port: str, peer_ports: list[str]) -> None:
+    """In namespace ns, the bridge drops every frame between port and each of peer_ports, both ways."""
     rules = "".join(
-        f'\t\tiifname "{a.switch_port}" oifname "{b.switch_port}" drop\n'
-        for peer in peers
-        for a, b in ((s, peer), (peer, s))
+        f'\t\tiifname "{a}" oifname "{b}" drop\n' for peer in peer_ports for a, b in ((port, peer), (peer, port))
     )
     script = (
         f"table bridge {SPLIT_TABLE}\ndelete table bridge {SPLIT_TABLE}\n"
         f"table bridge {SPLIT_TABLE} {{\n\tchain forward {{\n"
         f"\t\ttype filter hook forward priority 0; policy accept;\n{rules}\t}}\n}}\n"
     )
-    run(["ip", "netns", "exec", SWITCH_NS, "nft", "-f", "-"], input=script)
+    run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=script)
 
 
-def split_ports() -> set[str]:
-    """Switch ports of the servers a split involves (empty: none)."""
-    if not ns_exists(SWITCH_NS):
+def ports_split_in(ns: str) -> set[str]:
+    """Bridge ports in namespace ns that a split involves (empty: none)."""
+    if not ns_exists(ns):
         return set()
-    out = run(["ip", "netns", "exec", SWITCH_NS, "nft", "list", "table", "bridge", SPLIT_TABLE], check=False)
+    out = run(["ip", "netns", "exec", ns, "nft", "list", "table", "bridge", SPLIT_TABLE], check=False)
     if out.returncode != 0:
         return set()
     words = out.stdout.replace('"', " ").split()
     return {words[i + 1] for i, w in enumerate(words[:-1]) if w in ("iifname", "oifname")}
 
 
-def heal_split() -> None:
-    if ns_exists(SWITCH_NS):
-        run(["ip", "netns", "exec", SWITCH_NS, "nft", "delete", "table", "bridge", SPLIT_TABLE], check=False)
+def remove_split(ns: str) -> None:
+    if ns_exists(ns):
+        run(["ip", "netns", "exec", ns, "nft", "delete", "table", "bridge", SPLIT_TABLE], check=False)
+
+
+def link_is_up(ns: str, dev: str) -> bool:
+    """The link's administrative state (UP flag) in namespace ns; False when it does not exist."""
+    if not ns_exists(ns) or not link_exists(ns, dev):
+        return False
+    out = ip(ns, "-o", "link", "show", "dev", dev)
+    flags = out.split("<", 1)[1].split(">", 1)[0].split(",") if "<" in out else []
+    return "UP" in flags
+
+
+def in_namespace(name: str) -> bool:
+    """This process runs inside the named network namespace (ip netns exec NAME ...)."""
+    try:
+        mine, named = os.stat("/proc/self/ns/net"), os.stat(NETNS_DIR / name)
+    except OSError:
+        return False
+    return (mine.st_dev, mine.st_ino) == (named.st_dev, named.st_ino)
 
 
 def cable_is_up(s: Server) -> bool:
-    if not ns_exists(SWITCH_NS) or not link_exists(SWITCH_NS, s.switch_port):
-        return False
-    out = ip(SWITCH_NS, "-o", "link", "show", "dev", s.switch_port)
-    flags = out.split("<", 1)[1].split(">", 1)[0].split(",") if "<" in out else []
-    return "UP" in flags
+    return link_is_up(SWITCH_NS, s.switch_port)
 
 
 def addresses(s: Server) -> list[str]:
     """IPv4 addresses (with prefix and label) on the server's enp0s8, read from its namespace."""
     if not ns_exists(s.netns) or not link_exists(s.netns, SERVER_IF):
         return []
-    out = ip(s.netns, "-4", "-o", "addr", "show", "dev", SERVER_IF)
+    return inet_addresses(ip(s.netns, "-4", "-o", "addr", "show", "dev", SERVER_IF))
+
+
+def inet_addresses(ip_o_addr: str) -> list[str]:
+    """The IPv4 addresses (with prefix) in the output of `ip -4 -o addr show`."""
     result = []
-    for line in out.splitlines():
+    for line in ip_o_addr.splitlines():
         parts = line.split()
         if "inet" in parts:
             result.append(parts[parts.index("inet") + 1])

@@ -119,9 +119,11 @@ def report(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    from lab.api import current_lab
     from lab.config import lab_dir
 
-    print_report(terminalreporter, "drill measurements (seconds)", REPORTS["drills"], lab_dir() / "drills-report.json")
+    drills_file = current_lab().report_file  # the back-end's: the VM lab's figures never overwrite the containers'
+    print_report(terminalreporter, "drill measurements (seconds)", REPORTS["drills"], drills_file)
     print_report(
         terminalreporter, "lifecycle measurements (seconds)", REPORTS["lifecycle"], lab_dir() / "lifecycle-report.json"
     )

@@ -1,4 +1,4 @@
-"""python -m lab.vm up | down [--purge] | status | provision | destroy
+"""python -m lab.vm up | down [--purge] | status | provision | destroy | settle | test [-- PYTEST ARGS]
 
 up         host packages, image + mirror (cached), namespace with libvirtd/virtlogd, storage pool, mirror server,
            then `pulumi up` of the vmlab stack inside the namespace (real engine, real libvirt provider)
@@ -9,6 +9,7 @@ settle     `pulumi refresh`, then `pulumi preview --diff --expect-no-changes` (i
 down       destroy the stack, remove anything of the lab left in libvirt, stop the mirror server and the daemons,
            delete the namespace, drop the stack's state; --purge also deletes the image and mirror cache
 status     what runs
+test       a fresh lab, pytest with the VM back-end inside the namespace (the args after --), then down
 """
 
 from __future__ import annotations
@@ -17,132 +18,22 @@ import argparse
 import json
 import logging
 import os
-import shutil
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 
-from ..engine import REPO, EngineError
+from ..engine import EngineError
 from ..util import LabError, log
-from . import host, image
-from . import settings as s
-from .stack import cluster_config, lab_stack, overrides
-
-# Three VMs under TCG on a shared 2-core host: boot 3-8 min, package installs ~6 min; bounded all the same.
-UP_TIMEOUT_S = 3600.0
-
-
-def _in_netns() -> bool:
-    try:
-        mine, lab = os.stat("/proc/self/ns/net"), os.stat(f"/run/netns/{s.NETNS}")
-    except OSError:
-        return False
-    return (mine.st_dev, mine.st_ino) == (lab.st_dev, lab.st_ino)
-
-
-def _self_in_netns(verb: str) -> None:
-    """Run `python -m lab.vm VERB` inside the lab namespace (SSH to the VMs only works from there)."""
-    cp = subprocess.run(host.ns(sys.executable, "-m", "lab.vm", verb), cwd=REPO, check=False)
-    if cp.returncode != 0:
-        raise LabError(f"python -m lab.vm {verb} (in namespace {s.NETNS}) failed with rc {cp.returncode}")
-
-
-def setup_host() -> dict[str, float]:
-    """Everything before the engine; returns the phases' durations."""
-    from components.plan import provisioning_packages
-
-    times: dict[str, float] = {}
-    t0 = time.monotonic()
-    host.install_packages()
-    times["host_packages_s"] = round(time.monotonic() - t0, 1)
-    t0 = time.monotonic()
-    image.ensure(provisioning_packages(cluster_config()))
-    times["image_s"] = round(time.monotonic() - t0, 1)
-    host.start_daemons()
-    host.ensure_pool()
-    host.start_mirror_server()
-    return times
-
-
-def provision() -> float:
-    if not _in_netns():
-        raise LabError(f"run inside the namespace: ip netns exec {s.NETNS} python -m lab.vm provision")
-    stack = lab_stack()
-    result = stack.up(s.STACK, overrides(stack), timeout=UP_TIMEOUT_S)
-    log.info("engine: up in %.1f s: %s", result.seconds, result.changes)
-    return result.seconds
-
-
-def destroy() -> float:
-    if not _in_netns():
-        raise LabError(f"run inside the namespace: ip netns exec {s.NETNS} python -m lab.vm destroy")
-    stack = lab_stack()
-    if not stack.backend.exists() or not stack.exists():
-        log.info("engine: no vmlab stack, nothing to destroy")
-        return 0.0
-    values = overrides(stack)
-    stack.ensure(s.STACK, values)
-    args = ["--stack", stack.stack, "--config-file", str(stack.config_file), "--non-interactive"]
-    result = stack.run("destroy", "--yes", "--skip-preview", *args, timeout=UP_TIMEOUT_S)
-    log.info("engine: destroy in %.1f s: %s", result.seconds, result.changes)
-    return result.seconds
-
-
-def settle() -> dict[str, float]:
-    """refresh, then preview --expect-no-changes: the state the real provider reads back needs no update."""
-    if not _in_netns():
-        raise LabError(f"run inside the namespace: ip netns exec {s.NETNS} python -m lab.vm settle")
-    stack = lab_stack()
-    stack.ensure(s.STACK, overrides(stack))
-    args = ["--stack", stack.stack, "--config-file", str(stack.config_file), "--non-interactive"]
-    refreshed = stack.run("refresh", "--yes", "--skip-preview", *args, timeout=UP_TIMEOUT_S)
-    log.info("engine: refresh in %.1f s: %s", refreshed.seconds, refreshed.changes)
-    previewed = stack.run("preview", "--diff", "--expect-no-changes", *args, timeout=UP_TIMEOUT_S)
-    log.info("engine: preview --expect-no-changes in %.1f s: %s", previewed.seconds, previewed.changes)
-    return {"refresh_s": round(refreshed.seconds, 1), "preview_s": round(previewed.seconds, 1)}
-
-
-def down(purge: bool) -> None:
-    daemons_up = host._alive(s.LIBVIRTD_PID) is not None and host.netns_exists()
-    if daemons_up:
-        # The stack goes before the daemons do (its networks and domains are defined with autostart).
-        try:
-            _self_in_netns("destroy")
-        except LabError as e:
-            log.error("down: %s; removing what is left directly", e)
-        left = host.remove_libvirt_objects(f"{cluster_config().cluster_name}-")
-        if left:
-            log.warning("down: removed what the stack left: %s", ", ".join(left))
-    host.stop_mirror_server()
-    host.stop_daemons()
-    lab_stack().forget()
-    if purge:
-        shutil.rmtree(s.IMAGE_DIR, ignore_errors=True)
-        shutil.rmtree(s.GNUPG_HOME, ignore_errors=True)
-        shutil.rmtree(s.POOL_DIR, ignore_errors=True)
-    log.info("down: the VM lab is gone%s", " (image and mirror purged)" if purge else "")
-
-
-def status() -> dict[str, object]:
-    out: dict[str, object] = {
-        "netns": host.netns_exists(),
-        "libvirtd": host._alive(s.LIBVIRTD_PID) is not None,
-        "virtlogd": host._alive(s.VIRTLOGD_PID) is not None,
-        "mirror_server": host._alive(host.MIRROR_PID) is not None,
-        "image": str(s.BASE_IMAGE) if s.BASE_IMAGE.is_file() else None,
-    }
-    if out["libvirtd"]:
-        out["domains"] = host.virsh("list", "--all", "--name").split()
-        out["networks"] = host.virsh("net-list", "--all", "--name").split()
-    return out
+from .lifecycle import destroy, down, provision, run_tests, settle, setup_host, status, up
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.vm", description=__doc__.split("\n\n")[0])
-    parser.add_argument("verb", choices=["up", "down", "status", "provision", "destroy", "settle", "host"])
+    parser.add_argument("verb", choices=["up", "down", "status", "provision", "destroy", "settle", "host", "test"])
     parser.add_argument("--purge", action="store_true", help="down: also delete the cached image and mirror")
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # test: everything after -- is pytest's
+    pytest_args = words[words.index("--") + 1 :] if "--" in words else []
+    args = parser.parse_args(words[: words.index("--")] if "--" in words else words)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if os.geteuid() != 0:
         print("python -m lab.vm: run as root", file=sys.stderr)
@@ -150,11 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         match args.verb:
             case "up":
-                times = setup_host()
-                t0 = time.monotonic()
-                _self_in_netns("provision")
-                times["pulumi_up_s"] = round(time.monotonic() - t0, 1)
-                print(json.dumps(times))
+                print(json.dumps(up()))
             case "host":
                 print(json.dumps(setup_host()))
             case "provision":
@@ -165,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(json.dumps(settle()))
             case "down":
                 down(args.purge)
+            case "test":
+                return run_tests(pytest_args)
             case "status":
                 print(json.dumps(status(), indent=2))
     except (LabError, EngineError) as e:

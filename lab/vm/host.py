@@ -63,7 +63,7 @@ def netns_exists() -> bool:
     return s.NETNS in run(["ip", "netns", "list"]).stdout.split()
 
 
-def _alive(pidfile: Path) -> int | None:
+def alive(pidfile: Path) -> int | None:
     try:
         pid = int(pidfile.read_text().strip())
         os.kill(pid, 0)
@@ -107,7 +107,7 @@ def start_daemons() -> None:
     s.LOG_DIR.mkdir(parents=True, exist_ok=True)
     own_ns = os.readlink("/proc/self/ns/net")
     for name, pidfile in (("virtlogd", s.VIRTLOGD_PID), ("libvirtd", s.LIBVIRTD_PID)):
-        pid = _alive(pidfile)
+        pid = alive(pidfile)
         if pid is not None:
             if _daemon_netns(pid) == own_ns:
                 raise LabError(f"{name} (pid {pid}) runs in the root namespace: stop it, the lab never uses it")
@@ -136,7 +136,7 @@ def ensure_pool() -> None:
 
 def start_mirror_server() -> None:
     """python3 -m http.server inside the namespace, bounded by `timeout`; VMs reach it at the egress gateway."""
-    if _alive(MIRROR_PID) is not None:
+    if alive(MIRROR_PID) is not None:
         return
     s.RUN_DIR.mkdir(parents=True, exist_ok=True)
     log_file = (s.LOG_DIR / "mirror-http.log").open("ab")
@@ -167,7 +167,7 @@ _PROBE = (
 
 
 def _kill(pidfile: Path, what: str, group: bool = False) -> None:
-    pid = _alive(pidfile)
+    pid = alive(pidfile)
     if pid is None:
         pidfile.unlink(missing_ok=True)
         return

@@ -17,6 +17,10 @@ POOL_DIR = STATE_DIR / "pool"
 RUN_DIR = STATE_DIR / "run"
 LOG_DIR = STATE_DIR / "log"
 PULUMI_DIR = STATE_DIR / "pulumi"
+# A test run's measurements: the host phases (written before pytest starts), then the whole report (phases and the
+# drills' figures) written by the test session (tests/vm_lab/session.py).
+HOST_TIMES = LOG_DIR / "host-times.json"
+REPORT_FILE = STATE_DIR / "vm-lab-report.json"
 SSH_KEY = STATE_DIR / "ssh" / "id_ed25519"  # the admin user's key (provisioning and the checks)
 LIBVIRTD_PID = Path("/run/libvirtd.pid")
 VIRTLOGD_PID = Path("/run/virtlogd.pid")

@@ -32,28 +32,23 @@ from collections.abc import Iterator
 
 import pytest
 
-from lab import SERVERS, SWITCH_NS, Lab, LabError
+from lab import LabBackend, LabError, current_lab
 from lab.cluster import Cluster, settings, try_pool_nodes
-from tests.labpolicy import REPORTS, cannot_run, in_namespace, lab_host_problem
+from tests.labpolicy import REPORTS, cannot_run
 
 RESTORE_TIMEOUT = 480.0
 
 
-def lab_problem(lab: Lab) -> str | None:
+def lab_problem(lab: LabBackend) -> str | None:
     """Why the drills cannot run here, or None."""
-    problem = lab_host_problem()
+    problem = lab.problem()  # the back-end's own: host, client namespace, servers down
     if problem:
         return problem
-    if not in_namespace(SWITCH_NS):
-        return f"the drills must run inside the lab namespace: ip netns exec {SWITCH_NS} .venv/bin/pytest tests/ha"
-    down = [s.name for s in SERVERS if not lab.is_running(s.name)]
-    if len(down) == len(SERVERS):
-        return "the lab is down (make lab-up) and not provisioned (make lab-provision)"
     try:
         settings()
     except (LabError, ValueError) as e:
         return f"the cluster is not provisioned (make lab-provision): {e}"
-    if try_pool_nodes() is None and not any(lab.is_running(s.name) for s in SERVERS):
+    if try_pool_nodes() is None and not any(lab.is_running(s.name) for s in lab.members()):
         return "no pgpool answers and no server runs"
     return None
 
@@ -62,7 +57,7 @@ def lab_problem(lab: Lab) -> str | None:
 def cluster() -> Iterator[Cluster]:
     """The drills' cluster: it must be provisioned already (in a lifecycle session, by the provision phase). Not
     tests/lifecycle's `cluster`, which serves a lab before its first `up`."""
-    lab = Lab()
+    lab = current_lab()  # the back-end $PGHA_LAB chooses (lab.api): the containers unless it says vm
     problem = lab_problem(lab)
     if problem:
         cannot_run(problem)

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from lab import Lab
+from lab import current_lab
 from lab.cluster import (
     NO_LB,
     Cluster,
@@ -35,7 +35,7 @@ FOLLOW_S = 180.0
 
 def others(node: str) -> list[str]:
     """The lab's other servers (three, or five while the cluster is scaled out)."""
-    return [s.name for s in Lab().members() if s.name != node]
+    return [s.name for s in current_lab().members() if s.name != node]
 
 
 def wait_writer_success(w: Writer, after: float, timeout: float = 120) -> float:
