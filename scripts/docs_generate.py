@@ -104,6 +104,7 @@ def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
 HOW = {
     "lifecycle-report.json": "copy $LAB_DIR/lifecycle-report.json from a `make lifecycle` or `make test` run",
     "drills-report.json": "copy $LAB_DIR/drills-report.json from a `make drills`, `make lifecycle` or `make test` run",
+    "lifecycle-times.json": "copy $LAB_DIR/lifecycle-times.json from a `make lifecycle` or `make test` run",
     "bench.json": "save the JSON object `make bench` prints",
     "soak.json": "save the JSON object `make soak` prints",
     "vm-lab-times.json": "copy /var/lib/pgha-vmlab/log/times.json from a `make test-vm-lab` run",
