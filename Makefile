@@ -105,8 +105,8 @@ changes: setup host-deps engine ## Fresh lab: provision, then the day-2 changes 
 
 test: test-unit test-lab-infra lint lifecycle ## Every test: unit, the lab, lint, the engine's lifecycle with the drills
 
-# The VM lab (libvirt + QEMU TCG in a namespace, see lab/vm/README.md). Not in `make test` yet: one green run of
-# three, and ~42 min more on a cold CI (README, "The VM lab").
+# The VM lab (libvirt + QEMU TCG in a namespace, see docs/vm-lab.md). Not in `make test`: under TCG it takes
+# 40 minutes or more (docs/vm-lab.md).
 include lab/vm/vm.mk
 
 .PHONY: docs

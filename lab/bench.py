@@ -16,12 +16,12 @@ Per profile (the config of its stack file, applied to the lab stack): Lab().rese
   primary_postgres_loss: kill -9 of the primary's postmaster;
   vip_holder_crash: power loss of the watchdog leader (VIP holder), which is a standby;
   vip_holder_and_primary_crash: power loss of the server that is both leader and primary;
-  standby_crash: power loss of a standby that is not the leader (issue 10 item 6: writes must not fail);
+  standby_crash: power loss of a standby that is not the leader (writes must not fail);
   standby_partition: cable pull of a standby that is not the leader, healed after the measurement;
   besides the outage, longest_gap_s: the longest time without a commit in the 20 s after the fault (a write that
   hangs without failing counts there);
 - lost_acknowledged_writes: acknowledged rows of those writers missing afterwards.
-With --synchronous every profile runs with synchronous replication (issue 10 item 3: the same bounds as
+With --synchronous every profile runs with synchronous replication (the same bounds as
 asynchronous + 1 s, 0 acknowledged rows lost). The lab is left provisioned with the last profile.
 """
 

@@ -699,8 +699,8 @@ class Cluster:
         self.wait_healthy(left(), warmup=warmup)
 
     def silent_pgpool(self, error: LabError) -> LabError:
-        """A cluster whose pgpool stops answering is a failed drill (issue 10): nothing here restarts it. Logs what
-        each pgpool is doing and returns the error to raise."""
+        """A cluster whose pgpool stops answering is a failed drill (the silent pgpool of docs/failure-modes.md):
+        nothing here restarts it. Logs what each pgpool is doing and returns the error to raise."""
         evidence = self.pgpool_diagnostics()
         return LabError(f"restore: pgpool does not answer ({error}); its state:\n{evidence[-6000:]}")
 

@@ -539,7 +539,8 @@ class LabStack:
     def drop_torn_state_metadata(self) -> list[Path]:
         """A CLI killed while the file backend saved the state can leave `<stack>.json.attrs` empty (its metadata
         sidecar, written beside the complete previous state file): every command then fails with "failed to load
-        checkpoint: EOF". Deleting the empty sidecar is the README's first recovery step; returns what it deleted."""
+        checkpoint: EOF". Deleting the empty sidecar is the first recovery step of docs/failure-modes.md; returns
+        what it deleted."""
         stacks = self.backend / ".pulumi" / "stacks"
         torn = [p for p in stacks.rglob("*.attrs") if p.stat().st_size == 0] if stacks.is_dir() else []
         for path in torn:
@@ -693,7 +694,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"engine: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("engine: interrupted (the stack may hold pending operations: see README, An interrupted `pulumi up`)")
+        print("engine: interrupted (the stack may hold pending operations: see docs/failure-modes.md)")
         return 130
     return 0
 

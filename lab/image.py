@@ -42,7 +42,7 @@ CUSTOMIZE_HOOKS: tuple[str, ...] = (
 
 
 # Installed at the OLDEST version the host's apt sources offer (bookworm's point release, when bookworm-security
-# carries a newer one): the lab's servers then have a real package upgrade to make (lifecycle test, issue 12).
+# carries a newer one): the lab's servers then have a real package upgrade to make (the lifecycle's upgrade test).
 UPGRADABLE_PACKAGES = ("postgresql-15", "postgresql-client-15", "libpq5")
 
 

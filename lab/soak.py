@@ -10,7 +10,7 @@ duration is used up: a writer commits numbered rows through the VIP the whole ti
 1 s connect timeout), a read load (pgbench -S through the VIP in 20 s rounds) runs beside it, and every cycle
 injects one fault from the lab's verbs on a random node: crash (power loss), stop-postgresql, stop-pgpool, partition
 (cable pull) or reboot. The cluster recovers by the product's own mechanisms (failover, follow_primary, fencing);
-after each fault the operator step the README documents is run: heal/start what the fault took away, then
+after each fault the operator step docs/failure-modes.md documents is run: heal/start what the fault took away, then
 `pcp_attach_node` for a standby that streams again and online recovery (`pcp_recovery_node`) for one that does not
 (lab.cluster.Cluster.restore, which restarts no pgpool: one that stops answering ends the soak as a failure).
 Figures:
