@@ -17,7 +17,7 @@ from lab.cluster import Cluster
 from lab.engine import Engine, EngineError, LabStack
 from tests.labpolicy import cannot_run, in_namespace, lab_host_problem
 
-# Everything the engine printed in this session, checked for secrets at the end of each file.
+# Everything the engine printed during this pytest run, checked for secrets at the end of each file.
 ENGINE_OUTPUT: list[str] = []
 
 

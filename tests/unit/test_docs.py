@@ -123,6 +123,7 @@ SCANNED = [
     REPO / "lab" / "README.md",
     REPO / "lab" / "vm" / "README.md",
     REPO / "components",
+    REPO / "templates",
     REPO / "lab",
     REPO / "tests" / "ha",
     REPO / "tests" / "lifecycle",
