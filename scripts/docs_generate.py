@@ -19,6 +19,9 @@ KINDs:
     bench-throughput FILE      the same file: pgbench through pgpool vs the primary directly, per profile
     bench-provisioning FILE    the same file: `pulumi up` from empty, no-op `up`, acknowledged rows lost, the machine
     flat FILE                  docs/figures/FILE, any JSON object (e.g. `make soak`'s): one row per leaf value
+    times FILE [N]             docs/figures/FILE, a lab session's times ({"phases": {..}, "tests": {..}}, as
+                               tests/conftest.py writes them): seconds per phase and the total, then the N slowest
+                               tests (default 10)
 
 Figures come only from files under docs/figures/ that a run wrote (copied there unchanged). A missing file gives a
 line saying that no figures file is committed yet, never a figure.
@@ -205,6 +208,27 @@ def flat(args: list[str], figures: Path) -> str:
     return f"From `docs/figures/{name}`.\n\n" + table(["measurement", "value"], [[k, v] for k, v in flatten(data)])
 
 
+def times(args: list[str], figures: Path) -> str:
+    if len(args) not in (1, 2) or (len(args) == 2 and not args[1].isdigit()):
+        raise DocsError("times needs a file name and, optionally, how many tests")
+    name, slowest = args[0], int(args[1]) if len(args) == 2 else 10
+    data = load(name, figures)
+    if data is None:
+        return missing(name, how(name))
+    phases, tests = data.get("phases"), data.get("tests")
+    if not isinstance(phases, dict) or not isinstance(tests, dict):
+        raise DocsError(f"docs/figures/{name}: expected the objects 'phases' and 'tests'")
+    rows = [[phase, f"{seconds:.0f}"] for phase, seconds in phases.items()]
+    rows.append(["**total**", f"**{sum(phases.values()):.0f}** ({sum(phases.values()) / 60:.1f} min)"])
+    ranked = sorted(tests.items(), key=lambda kv: kv[1], reverse=True)[:slowest]
+    return (
+        f"From `docs/figures/{name}`.\n\n"
+        + table(["phase", "seconds"], rows)
+        + f"\nThe {len(ranked)} slowest tests (setup, call and teardown):\n\n"
+        + table(["test", "seconds"], [[f"`{node.split('::')[-1]}`", f"{sec:.0f}"] for node, sec in ranked])
+    )
+
+
 # ------------------------------------------------------------------------------------------------ configuration
 def pulumi_config(root: Path) -> dict[str, Any]:
     doc = yaml.safe_load((root / "Pulumi.yaml").read_text())
@@ -340,6 +364,8 @@ def render(spec: str, figures: Path, root: Path) -> str:
         return bench(kind, args, figures)
     if kind == "flat":
         return flat(args, figures)
+    if kind == "times":
+        return times(args, figures)
     raise DocsError(f"unknown generated kind {kind!r}")
 
 

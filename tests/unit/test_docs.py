@@ -46,7 +46,7 @@ def test_configuration_table_follows_a_changed_description(tmp_path: Path) -> No
 
 
 def test_a_missing_figures_file_says_so_and_invents_nothing(tmp_path: Path) -> None:
-    for spec in ("report lifecycle-report.json", "bench-faults bench.json", "flat soak.json"):
+    for spec in ("report lifecycle-report.json", "bench-faults bench.json", "flat soak.json", "times t.json"):
         out = gen.regenerate(f"<!-- generated: {spec} -->\nold\n<!-- end generated -->\n", figures=tmp_path)
         assert "No figures file is committed yet" in out
         assert "old" not in out
@@ -69,6 +69,18 @@ def test_a_report_file_gives_one_row_per_measurement(tmp_path: Path) -> None:
     assert "| `test_d_x` | writes.failed | 2 |" in out
     assert "| `test_d_x` | log | a \\| b / c |" in out
     assert "test_m1_y" not in out
+
+
+def test_a_times_file_gives_the_phases_their_total_and_the_slowest_tests(tmp_path: Path) -> None:
+    times = {"phases": {"provision": 100.4, "drills": 200.2}, "tests": {"a.py::test_x": 90.0, "b.py::test_y": 5.0}}
+    (tmp_path / "t.json").write_text(json.dumps(times))
+    out = gen.regenerate("<!-- generated: times t.json 1 -->\n<!-- end generated -->\n", figures=tmp_path)
+    assert "| provision | 100 |" in out and "| drills | 200 |" in out
+    assert "| **total** | **301** (5.0 min) |" in out
+    assert "| `test_x` | 90 |" in out
+    assert "test_y" not in out  # only the slowest one was asked for
+    with pytest.raises(gen.DocsError, match="times needs"):
+        gen.regenerate("<!-- generated: times t.json many -->\n<!-- end generated -->\n", figures=tmp_path)
 
 
 def test_a_bench_file_gives_the_outage_table(tmp_path: Path) -> None:
