@@ -18,6 +18,13 @@ Usage (root drops to the `postgres` user for initdb and the server; any other us
                                                              # Debian 13 (trixie) `apt-get install postgresql-17`,
                                                              # or from apt.postgresql.org (PGDG) on Debian 12
 
+On a Debian 12 host, a Debian 13 chroot serves for PostgreSQL 17 (how postgresql-17-settings.json was made; the
+script needs only python3 and the server, and writes beside itself, so copy it in as scripts/ with a components/data/):
+
+    mmdebstrap --variant=apt --include=postgresql-17,python3,util-linux trixie ROOT
+    mount -t proc proc ROOT/proc; mount --bind /dev ROOT/dev; mount -t tmpfs shm ROOT/dev/shm
+    chroot ROOT python3 /opt/pgsd/scripts/pg_settings_data.py 17   # then umount the three, copy the JSON back
+
 then commit the JSON file; the major version is the lookup key, nothing else needs changing.
 """
 

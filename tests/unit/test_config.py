@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -453,3 +454,32 @@ def _compare_with_postgresql_15(work: Path) -> None:
         if postgresql_takes != we_take:
             disagreements.append((name, value, postgresql_takes))
     assert disagreements == []
+
+
+@pytest.mark.parametrize("major", [15, 17])
+def test_each_settings_file_comes_from_the_server_of_its_major(major: int) -> None:
+    """The data is what scripts/pg_settings_data.py read from a real server of that major, not written by hand."""
+    data = Path(__file__).resolve().parents[2] / "components" / "data"
+    document = json.loads((data / f"postgresql-{major}-settings.json").read_text())
+    assert document["generator"] == "scripts/pg_settings_data.py"
+    assert document["generated_from"].startswith(f"postgres (PostgreSQL) {major}."), document["generated_from"]
+    settings = settings_for(major)
+    assert settings is not None and len(settings) > 300
+    assert settings["max_connections"].context == "postmaster"
+
+
+def pgdg_17(parameters: dict[str, Any]) -> dict[str, Any]:
+    return base(packageSource="pgdg", postgresql={"version": 17, "parameters": parameters}, pgpool={"version": "4.7"})
+
+
+def test_postgresql_17_parameters_are_checked_against_postgresql_17() -> None:
+    # transaction_timeout and summarize_wal are new in PostgreSQL 17: taken for 17, refused for 15.
+    new_in_17 = {"transaction_timeout": "30s", "summarize_wal": True}
+    config = parse_config(pgdg_17(new_in_17))
+    assert dict(config.postgresql.parameters) == new_in_17
+    assert "postgresql.parameters.transaction_timeout: not a PostgreSQL 15 setting" in error_of(
+        base(postgresql={"parameters": new_in_17})
+    )
+    # 17's own bounds and enums apply: a negative timeout and an unknown huge_pages value are refused.
+    assert "postgresql.parameters.transaction_timeout" in error_of(pgdg_17({"transaction_timeout": -1}))
+    assert "PostgreSQL 17 accepts" in error_of(pgdg_17({"huge_pages": "sometimes"}))
