@@ -535,6 +535,9 @@ class Monitoring(_Model):
     # Alert thresholds.
     replication_lag_seconds: int = Field(default=30, ge=1)
     detached_minutes: int = Field(default=5, ge=1)
+    # How long archive_command must keep failing before PgHaArchivingFailing fires. Shorter pages sooner on a
+    # repository outage; PostgreSQL retries a failed segment about once a minute, so a single slow push rarely trips it.
+    archive_failing_seconds: int = Field(default=120, ge=10, le=3600)
     backup_max_age_hours: int = Field(default=30, ge=1)
     disk_free_percent: int = Field(default=10, ge=1, le=90)
     # Where Alertmanager sends alerts (a webhook receiver); unset: they are visible in Alertmanager and Prometheus.

@@ -57,6 +57,7 @@ class Settings:
     fencing: bool = True
     fence_isolation_s: int = 30
     repository_host: str | None = None  # the backup repository host (pgBackRest), if the stack has one
+    archive_failing_s: int = 120  # PgHaArchivingFailing's `for` (monitoring.archiveFailingSeconds)
 
     @property
     def pg_unit(self) -> str:
@@ -114,6 +115,7 @@ def _settings(stack: str) -> Settings:
         fencing=cfg.fencing.enabled,
         fence_isolation_s=cfg.fence_isolation_seconds,
         repository_host=cfg.backup.host.name if cfg.backup else None,
+        archive_failing_s=cfg.monitoring.archive_failing_seconds,
     )
 
 

@@ -186,3 +186,21 @@ def test_monitoring_needs_the_repository_host() -> None:
     assert not debian12().monitoring_enabled  # no backup host: no monitoring, no exporter packages
     quiet = debian12(backup={"host": {"name": "db-backup", "address": "10.9.0.19"}}, monitoring={"enabled": False})
     assert quiet.backup is not None and not quiet.monitoring_enabled
+
+
+@pytest.mark.parametrize(("seconds", "rendered"), [(120, "2m"), (30, "30s"), (90, "90s"), (600, "10m")])
+def test_the_archiving_alert_waits_the_configured_time(tmp_path: Path, seconds: int, rendered: str) -> None:
+    config = debian12(
+        backup={"host": {"name": "db-backup", "address": "10.9.0.19"}},
+        monitoring={"archiveFailingSeconds": seconds},
+    )
+    rules = yaml.safe_load(write_rules(tmp_path, config).read_text())
+    by_name = {rule["alert"]: rule for group in rules["groups"] for rule in group["rules"]}
+    assert by_name["PgHaArchivingFailing"]["for"] == rendered
+
+
+def test_an_archiving_delay_out_of_bounds_is_refused_naming_the_key() -> None:
+    with pytest.raises(ValueError, match="archiveFailingSeconds"):
+        debian12(
+            backup={"host": {"name": "db-backup", "address": "10.9.0.19"}}, monitoring={"archiveFailingSeconds": 5}
+        )
