@@ -207,15 +207,20 @@ class _Graph:
 # --- phase 0: checks before anything is written ------------------------------------------------------------------
 def _checks(graph: _Graph) -> None:
     """Packages, then a change to `nodes` or to a hot-standby setting checked on every node that is already a member
-    before any node writes anything (every directories step, and so every file, waits for every check)."""
+    before any node writes anything (every directories step, and so every file, waits for every check). The
+    hot-standby check's create (the stack's first `up` on that node) also refuses a cluster the stack did not make."""
     config = graph.config
-    first = graph.facts[config.nodes[0].name]
-    names = [n.name for n in config.nodes]
-    for n in names:
+    hot_standby = graph.facts[config.nodes[0].name].hot_standby
+    for node in config.nodes:
+        n = node.name
+
+        def hot_standby_check(first_up: bool, node: Node = node) -> str:
+            return _command(config, "hot-standby-check", hot_standby=hot_standby, first_up=first_up, node=node)
+
         graph.add(Step(n, "packages", _packages_command(config, "database")))
         graph.checks += graph.add(
             Step(n, "membership-check", _command(config, "membership-check"), after=(f"{n}/packages",)),
-            Step(n, "hot-standby-check", _command(config, "hot-standby-check", hot_standby=first.hot_standby),
+            Step(n, "hot-standby-check", hot_standby_check(first_up=True), update=hot_standby_check(first_up=False),
                  after=(f"{n}/packages",)),
         )  # fmt: skip
 

@@ -150,6 +150,12 @@ def forget_stack_state(directory: Path) -> None:
     LabStack(directory=directory / "pulumi").forget()
 
 
+def stacks_with_resources(directory: Path) -> list[str]:
+    from .engine import stacks_with_resources as in_backend  # late, as above
+
+    return in_backend(directory / "pulumi")
+
+
 class Lab:
     """Three servers (server1..3), and up to two added ones (server4, server5), each in its own network namespace,
     wired to a bridge in namespace pghalab-sw. The container back-end of the lab API (lab.api.LabBackend)."""
@@ -542,6 +548,20 @@ class Lab:
         self._clear_cgroups(s, remove=False)
         shutil.rmtree(PROPAGATE_DIR / s.name, ignore_errors=True)
 
+    def orphaned_cluster(self) -> str | None:
+        """What the servers hold of a cluster that no stack of the lab describes (left by `pulumi destroy`, which
+        keeps PostgreSQL and its data), or None."""
+        from components.paths import MEMBERS_STATE  # the product's own path
+
+        if stacks_with_resources(self.dir):
+            return None
+        holding = [
+            s.name for s in LAB_SERVERS if self.exec(s.name, ["test", "-s", MEMBERS_STATE], timeout=15).returncode == 0
+        ]
+        if not holding:
+            return None
+        return f"{', '.join(holding)} hold a cluster ({MEMBERS_STATE}) that no stack of the lab describes"
+
     def _healthy(self, s: Server) -> bool:
         return (
             self.is_running(s.name)
@@ -589,7 +609,14 @@ class Lab:
         with self._locked():
             present = self._lab_present()
             if present and net.ns_exists(SWITCH_NS) and all(self._healthy(s) for s in LAB_SERVERS):
-                log.info("up: lab already up and healthy, nothing to do")
+                orphaned = self.orphaned_cluster()
+                if orphaned is None:
+                    log.info("up: lab already up and healthy, nothing to do")
+                    return
+                # A new stack refuses a cluster it did not create (the hot-standby check's first run); in the lab
+                # nothing of it is worth keeping, so `make demo` after `make test` starts from fresh servers.
+                log.info("up: %s: fresh servers", orphaned)
+                self.reset()
                 return
             self.image.ensure(in_use=self._any_mounted())
             self.ensure_ssh_key()

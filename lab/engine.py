@@ -590,6 +590,21 @@ class LabStack:
         self.config_file.unlink(missing_ok=True)
 
 
+def stacks_with_resources(directory: Path) -> list[str]:
+    """The stacks of the file backend under `directory` whose last checkpoint holds resources. Reads the files
+    directly (no engine, any namespace)."""
+    found = []
+    for path in sorted((directory / "backend" / ".pulumi" / "stacks" / PROJECT).glob("*.json")):
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, ValueError):
+            found.append(path.stem)  # unreadable: count it as holding something rather than reset a lab under it
+            continue
+        if (document.get("checkpoint") or {}).get("latest", {}).get("resources"):
+            found.append(path.stem)
+    return found
+
+
 class _Watch:
     """One watched engine command: its log file, its ProgressFilter, and what the filter prints (one lock: the
     heartbeat thread and the output loop both print)."""

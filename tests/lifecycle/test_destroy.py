@@ -1,4 +1,5 @@
-"""`destroy` leaves no pgpool and no VIP, and a second `destroy` has nothing to do."""
+"""`destroy` leaves no pgpool and no VIP, and a second `destroy` has nothing to do; what it keeps (PostgreSQL and its
+data, on purpose) a new stack's first `up` refuses to take over, with one message and no traceback."""
 
 from __future__ import annotations
 
@@ -39,3 +40,31 @@ def test_destroy_leaves_no_pgpool_and_no_vip_and_a_second_destroy_does_nothing(
     report["second_destroy_s"] = round(again.seconds, 1)
     assert not again.changes.get("deleted"), again.changes
     assert not leaks_in("\n".join(ENGINE_OUTPUT), secrets), "a secret is in the engine's output"
+
+
+def test_a_new_stack_on_the_destroyed_stacks_servers_stops_before_any_change_with_one_message(
+    stack: LabStack, lab: Lab, report: dict[str, Any]
+) -> None:
+    """The servers still hold the destroyed stack's cluster (PostgreSQL, its data, the recorded members). The next
+    `up` (the stack's own config, as `make demo` runs it) stops on every node before any file is written, with one
+    message that names what it found and the commands that clear it; no Python traceback around it. The lab itself
+    sees the orphaned cluster (so `make lab-up` gives fresh servers before `make demo`)."""
+    assert stack.resource_count() == 0, "run after the destroy test"
+    orphaned = lab.orphaned_cluster()
+    report["orphaned"] = orphaned
+    assert orphaned is not None and "no stack of the lab describes" in orphaned, orphaned
+    conf = "md5sum /etc/pgpool2/pgpool.conf /etc/postgresql/15/main/conf.d/pgha.conf /var/lib/pgha/members"
+    before = {n: lab.exec(n, conf).stdout for n in NODES}
+    refused = stack.up(check=False)
+    ENGINE_OUTPUT.append(refused.output)
+    report["refused_up_s"] = round(refused.seconds, 1)
+    assert refused.returncode != 0, refused.output[-3000:]
+    message = "holds a cluster this stack did not create"
+    assert sum(f"{n} {message}" in refused.output for n in NODES) == len(NODES), refused.output[-3000:]
+    assert "pg_dropcluster --stop 15 main" in refused.output, refused.output[-3000:]
+    for noise in ("Traceback", "KeyboardInterrupt"):
+        assert noise not in refused.output, refused.output[-6000:]
+    assert {n: lab.exec(n, conf).stdout for n in NODES} == before, "a refused up wrote files"
+    cleanup = stack.destroy()  # the packages and check steps the refused up recorded
+    ENGINE_OUTPUT.append(cleanup.output)
+    assert stack.resource_count() == 0, cleanup.changes

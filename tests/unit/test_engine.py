@@ -315,3 +315,19 @@ def test_the_command_line_reports_an_engine_error_in_one_line(
         captured.err
         == "engine: error: no pulumi CLI at .tools/bin/pulumi: run `make engine` (scripts/build-engine.sh) first\n"
     )
+
+
+def test_stacks_with_resources_reads_every_checkpoint_of_the_backend(tmp_path: Path) -> None:
+    """What `lab up` asks before it calls the servers' cluster orphaned: any stack still describing resources."""
+    from lab.engine import PROJECT, stacks_with_resources
+
+    stacks = tmp_path / "backend" / ".pulumi" / "stacks" / PROJECT
+    assert stacks_with_resources(tmp_path) == []  # no backend at all
+    stacks.mkdir(parents=True)
+    (stacks / "lab.json").write_text(json.dumps({"checkpoint": {"latest": {"resources": []}}}))  # destroyed
+    (stacks / "lab-fast.json").write_text(json.dumps({"checkpoint": {"latest": {}}}))  # never updated
+    assert stacks_with_resources(tmp_path) == []
+    (stacks / "lab-fast.json").write_text(json.dumps({"checkpoint": {"latest": {"resources": [{"urn": "x"}]}}}))
+    assert stacks_with_resources(tmp_path) == ["lab-fast"]
+    (stacks / "lab.json").write_text("{torn")  # unreadable: counted, so no lab is reset under a live stack
+    assert sorted(stacks_with_resources(tmp_path)) == ["lab", "lab-fast"]

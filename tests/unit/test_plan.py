@@ -390,11 +390,15 @@ def test_a_package_version_pin_touches_the_packages_step_then_the_rolling_restar
     assert "exit 101" in script and "trap restore_policy EXIT" in script and "--allow-downgrades $outdated" in script
 
 
-def _run_check_step(tmp_path, config, name: str, recorded: list[dict[str, str]], psql_body: str):
+def _run_check_step(
+    tmp_path, config, name: str, recorded: list[dict[str, str]], psql_body: str, *, first_up: bool = False
+):
     """Run a phase-0 check step's script against a recorded member list, with a stand-in psql whose body is
-    `psql_body` (a bash `case` on its arguments: a stand-in for the network: the logic under test is the script's)."""
+    `psql_body` (a bash `case` on its arguments: a stand-in for the network: the logic under test is the script's).
+    first_up: the step's create command (the stack's first `up` on the node), else what a later `up` runs."""
     step = next(s for s in provisioning_plan(config) if s.name == name)
-    script = shlex.split(step.create)[4].replace(MEMBERS_STATE, str(tmp_path / "members"))
+    command = step.create if first_up or step.update is None else step.update
+    script = shlex.split(command)[4].replace(MEMBERS_STATE, str(tmp_path / "members"))
     (tmp_path / "members").write_text("".join(f"{n['name']} {n['address']}\n" for n in recorded))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
@@ -433,13 +437,40 @@ def test_membership_check_refuses_a_change_that_drops_the_primary_or_moves_a_nod
         assert checks <= set(directories.after), directories.ref
 
 
-def _hot_standby_check(tmp_path, parameters: dict[str, int], primary_runs: dict[str, int]):
+def _hot_standby_check(
+    tmp_path, parameters: dict[str, int], primary_runs: dict[str, int], *, first_up: bool = False, recorded=FIVE[:3]
+):
     """The hot-standby-check step with the stack's `parameters`, psql answering as the primary on the second recorded
     member with `primary_runs`."""
     config = debian12(postgresql={"version": 15, "parameters": parameters})
     rows = "".join(f"{k}={v}\\n" for k, v in sorted(primary_runs.items()))
     psql = f'case "$*" in *"host={FIVE[1]["address"]} "*) printf "f\\n{rows}" ;; *) echo t ;; esac'
-    return _run_check_step(tmp_path, config, "hot-standby-check", FIVE[:3], psql)
+    return _run_check_step(tmp_path, config, "hot-standby-check", recorded, psql, first_up=first_up)
+
+
+def test_the_first_up_of_a_stack_refuses_a_cluster_it_did_not_create_and_says_how_to_clear_it(tmp_path) -> None:
+    """`pulumi destroy` keeps PostgreSQL and its data on existing hosts: the next stack's first `up` on such a host
+    stops before anything is written, whatever the settings, naming what it found and the commands that clear it."""
+    running = {"max_connections": 100, "max_locks_per_transaction": 64, "max_prepared_transactions": 0,
+               "max_wal_senders": 10, "max_worker_processes": 8}  # fmt: skip
+    foreign = _hot_standby_check(tmp_path, {}, running, first_up=True)
+    assert foreign.returncode == 1, foreign
+    message = foreign.stderr
+    assert message.count("failed:") == 1 and "holds a cluster this stack did not create" in message, message
+    assert "members db-a db-b db-c recorded in" in message, message
+    for clear in ("pg_dropcluster --stop 15 main", "pg_createcluster --start 15 main",
+                  f"rm -rf {MEMBERS_STATE.rsplit('/', 1)[0]} /var/lib/postgresql/15/pgha-member",
+                  "then run pulumi up again (nothing was changed)"):  # fmt: skip
+        assert clear in message, (clear, message)
+    # A node the stack adds, or a fresh host: nothing recorded, nothing to refuse.
+    fresh = _hot_standby_check(tmp_path, {}, running, first_up=True, recorded=[])
+    assert fresh.returncode == 0 and "no cluster membership recorded" in fresh.stdout, fresh
+    # A later `up` of the same stack runs the update command: the same cluster, compared, not refused.
+    later = _hot_standby_check(tmp_path, {}, running)
+    assert later.returncode == 0 and "not below the primary's (db-b)" in later.stdout, later
+    # The create differs from the update only by the refusal in front (an existing stack's next `up` runs update).
+    step = next(s for s in provisioning_plan(debian12()) if s.name == "hot-standby-check")
+    assert step.update is not None and "did not create" not in step.update and "did not create" in step.create
 
 
 def test_hot_standby_check_refuses_lowering_a_setting_below_the_running_primary_before_anything_is_written(
