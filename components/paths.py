@@ -47,6 +47,11 @@ def member_marker(config: ClusterConfig) -> str:
     return f"/var/lib/postgresql/{config.postgresql.version}/pgha-member"
 
 
+def pgha_conf(config: ClusterConfig) -> str:
+    """The program's PostgreSQL settings file (templates/etc/postgresql/{pg_version}/main/conf.d/pgha.conf.j2)."""
+    return f"{config.pg_config_directory}/conf.d/pgha.conf"
+
+
 def standby_conf(config: ClusterConfig) -> str:
     return f"{config.pg_config_directory}/pgha-standby.conf"
 

@@ -38,6 +38,7 @@ from .paths import (
     REPOSITORY_MONITORING_UNITS,
     REPOSITORY_PATH,
     REPOSITORY_USER,
+    pgha_conf,
 )
 from .render import HostFacts, ServerFile, cluster_facts
 from .secrets import ClusterSecrets
@@ -208,7 +209,8 @@ class _Graph:
 def _checks(graph: _Graph) -> None:
     """Packages, then a change to `nodes` or to a hot-standby setting checked on every node that is already a member
     before any node writes anything (every directories step, and so every file, waits for every check). The
-    hot-standby check's create (the stack's first `up` on that node) also refuses a cluster the stack did not make."""
+    hot-standby check's create (the stack's first `up` on that node) also refuses a cluster the stack did not make;
+    postgresql-trial starts the PostgreSQL configuration this up would write in a scratch cluster."""
     config = graph.config
     hot_standby = graph.facts[config.nodes[0].name].hot_standby
     for node in config.nodes:
@@ -222,6 +224,8 @@ def _checks(graph: _Graph) -> None:
             Step(n, "membership-check", _command(config, "membership-check"), after=(f"{n}/packages",)),
             Step(n, "hot-standby-check", hot_standby_check(first_up=True), update=hot_standby_check(first_up=False),
                  after=(f"{n}/packages",)),
+            Step(n, "postgresql-trial", _command(config, "postgresql-trial"),
+                 stdin=graph.facts[n].content(pgha_conf(config)), after=(f"{n}/packages",)),
         )  # fmt: skip
 
 

@@ -24,14 +24,15 @@ RELOADABLE = {"pgpool": {"logMinMessages": "notice"}}
 RESTART_ONLY = {"pgpool": {"logMinMessages": "notice", "numInitChildren": 40}}
 # The steps such a change must touch: each node's pgpool.conf and the service step that applies it.
 PGPOOL_CONF_STEPS = {f"{n}-{step}" for n in NODES for step in ("file-etc-pgpool2-pgpoolconf", "pgpool-service")}
-# A restart-only PostgreSQL setting (on top of the pgpool change above, which stays): the conf.d file, the reload
-# step, then the standbys' rolling restart and the primary's switchover (Pulumi.lab.yaml: switchoverOnRestart on).
+# A restart-only PostgreSQL setting (on top of the pgpool change above, which stays): the checks (hot-standby, the
+# scratch-cluster trial), the conf.d file, the reload step, then the standbys' rolling restart and the primary's
+# switchover (Pulumi.lab.yaml: switchoverOnRestart on).
 RESTART_ONLY_PG = {**RESTART_ONLY, "postgresql": {"parameters": {"max_connections": 120}}}
 PG_RESTART_STEPS = {
     f"{n}-{step}"
     for n in NODES
-    for step in ("hot-standby-check", "file-etc-postgresql-15-main-confd-pghaconf", "postgresql-config",
-                 "postgresql-restart", "postgresql-switchover")
+    for step in ("hot-standby-check", "postgresql-trial", "file-etc-postgresql-15-main-confd-pghaconf",
+                 "postgresql-config", "postgresql-restart", "postgresql-switchover")
 }  # fmt: skip
 
 

@@ -138,3 +138,28 @@ def test_a_restart_only_postgresql_setting_restarts_the_standbys_then_switches_o
     assert refused.output.count(message) >= 3, refused.output[-3000:]  # every node refused it
     assert {n: lab.exec(n, conf).stdout for n in NODES} == before, "a refused change wrote files"
     cluster.wait_healthy(60, warmup=False)
+
+
+def test_a_setting_postgresql_refuses_at_start_fails_before_any_file_or_service_changes(
+    stack: LabStack, cluster: Cluster, lab: Lab, report: dict[str, Any]
+) -> None:
+    """A value the config checks accept (a string list) but that PostgreSQL refuses when it starts: a library in
+    shared_preload_libraries that is not installed. The scratch-cluster trial on every node stops the `up` with
+    PostgreSQL's own message; no file changes, no PostgreSQL restarts, the primary stays."""
+    primary = primary_node()
+    started = "SELECT pg_postmaster_start_time()"
+    psql = ["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-c", started]
+    conf = "md5sum /etc/postgresql/15/main/conf.d/pgha.conf"
+    before = {n: (lab.exec(n, conf).stdout, lab.exec(n, psql).stdout) for n in NODES}
+    parameters = {"max_connections": 120, "shared_preload_libraries": "pgha_not_installed"}
+    refused = stack.up(overrides={**RESTART_ONLY_PG, "postgresql": {"parameters": parameters}}, check=False)
+    ENGINE_OUTPUT.append(refused.output)
+    report["refused_up_s"] = round(refused.seconds, 1)
+    assert refused.returncode != 0, refused.output[-3000:]
+    message = 'does not start with the configuration this up would write: could not access file "pgha_not_installed"'
+    assert refused.output.count(message) >= len(NODES), refused.output[-3000:]  # every node's trial
+    assert "postgresql.parameters.shared_preload_libraries" in refused.output, refused.output[-3000:]
+    after = {n: (lab.exec(n, conf).stdout, lab.exec(n, psql).stdout) for n in NODES}
+    assert after == before, "a refused change wrote a file or restarted PostgreSQL"
+    assert primary_node() == primary, "the primary changed"
+    assert lab.exec(NODES[0], "ls -d /tmp/pgha-trial.* 2>/dev/null || true").stdout == "", "a trial left its cluster"

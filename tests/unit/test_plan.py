@@ -177,7 +177,8 @@ def _with_parameters(config, **parameters):
 def test_a_restart_only_setting_runs_the_rolling_restart_and_switchover_steps_a_reloadable_one_does_not() -> None:
     base = _with_parameters(stack("lab"), work_mem="4MB", shared_buffers="128MB")
     conf = [f"{n.name}/file-etc-postgresql-15-main-confd-pghaconf" for n in base.nodes]
-    config_steps = [f"{n.name}/postgresql-config" for n in base.nodes]
+    # postgresql-trial: the new file started in a scratch cluster first (its stdin), before anything is written.
+    config_steps = [f"{n.name}/{s}" for n in base.nodes for s in ("postgresql-config", "postgresql-trial")]
     rolling = [f"{n.name}/{s}" for n in base.nodes for s in ("postgresql-restart", "postgresql-switchover")]
     reloadable = _with_parameters(stack("lab"), work_mem="8MB", shared_buffers="128MB")
     assert _changed_steps(base, reloadable) == sorted(conf + config_steps)
