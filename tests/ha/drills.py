@@ -12,6 +12,8 @@ import sys
 import time
 from typing import Any
 
+import pytest
+
 from lab import current_lab
 from lab.cluster import (
     NO_LB,
@@ -26,6 +28,10 @@ from lab.cluster import (
 from lab.cluster import (
     pool_nodes_retry as pool_nodes,
 )
+
+# A drill whose fault the watchdog can only notice by its heartbeat (power loss, partition): the `healthy` fixture
+# waits for every pgpool's heartbeat lifecheck to have started first.
+HEARTBEAT = pytest.mark.heartbeat
 
 # Bounds for one event, generous for the slower walkthrough profile (the tuned one takes a fraction of these).
 FAILOVER_S = 120.0

@@ -14,6 +14,7 @@ import pytest
 
 from lab.cluster import Cluster, address_of, query, settings
 from lab.config import REPOSITORY_SERVER
+from tests.ha.drills import HEARTBEAT
 
 pytestmark = [pytest.mark.phase("drills")]
 
@@ -89,6 +90,7 @@ def test_m2_a_locked_repository_fires_archiving_failing_and_resolves(healthy: Cl
 
 
 @pytest.mark.drill("m3")
+@HEARTBEAT
 def test_m3_a_leader_cut_off_from_the_other_nodes_fires_quorum_lost_on_its_side(
     healthy: Cluster, report: dict[str, Any]
 ) -> None:

@@ -22,6 +22,7 @@ from lab.cluster import (
 )
 from tests.ha.drills import (
     FAILOVER_S,
+    HEARTBEAT,
     VIP_S,
     check_writes,
     healthy_pg_unit,
@@ -71,6 +72,7 @@ def test_e_online_recovery_of_old_primary(healthy: Cluster, report: dict[str, An
 
 
 @pytest.mark.drill("f")
+@HEARTBEAT
 def test_f_power_loss_of_primary_and_vip_holder(healthy: Cluster, report: dict[str, Any]) -> None:
     """Power loss of the server holding both the primary and the VIP: service resumes on the survivors."""
     c = healthy
@@ -119,6 +121,7 @@ def test_h_reboot_of_former_primary(healthy: Cluster, report: dict[str, Any]) ->
 
 
 @pytest.mark.drill("k")
+@HEARTBEAT
 def test_k_leader_dies_while_the_standbys_follow(healthy: Cluster, report: dict[str, Any]) -> None:
     """The watchdog leader runs on the primary's server: stop PostgreSQL there, and the moment a standby is promoted
     (pgpool's follow-primary step is running) power that server off. The survivors elect a leader that keeps

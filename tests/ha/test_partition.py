@@ -22,6 +22,7 @@ from lab.cluster import (
 from lab.util import wait_for
 from tests.ha.drills import (
     FAILOVER_S,
+    HEARTBEAT,
     VIP_S,
     check_writes,
     others,
@@ -33,6 +34,7 @@ pytestmark = [pytest.mark.phase("drills")]
 
 
 @pytest.mark.drill("g")
+@HEARTBEAT
 def test_g_partition_of_leader_and_primary(healthy: Cluster, report: dict[str, Any]) -> None:
     """Cable pull of the leader/primary: never two VIP holders nor two primaries accepting writes through the VIP;
     the cut-off primary fences itself (stops accepting writes, even from clients connected to it directly) within

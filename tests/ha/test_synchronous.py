@@ -21,6 +21,7 @@ from lab.util import wait_for
 from tests.ha.drills import (
     FAILOVER_S,
     FOLLOW_S,
+    HEARTBEAT,
     check_writes,
     healthy_pg_unit,
     synchronous_deployed,
@@ -56,7 +57,10 @@ def apply_stack(stack: str) -> None:
 
 
 @pytest.mark.drill("j")
-@pytest.mark.parametrize("fault", ["stop-postgresql", "power-loss", "partition"])
+@pytest.mark.parametrize(
+    "fault",
+    ["stop-postgresql", pytest.param("power-loss", marks=HEARTBEAT), pytest.param("partition", marks=HEARTBEAT)],
+)
 def test_j_no_acknowledged_write_lost_with_synchronous_replication(
     sync_stack: Cluster, healthy: Cluster, report: dict[str, Any], fault: str
 ) -> None:
