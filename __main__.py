@@ -5,8 +5,12 @@ import pulumi
 from components.credentials import Credentials
 from components.database import HostAccess, PostgresCluster
 from components.infrastructure import Infrastructure
+from components.interrupt import end_quietly_when_interrupted
 from components.pulumi_config import admin_private_key, read_stack_config
 from components.render import MONITORING_VALUES
+
+# A refusal's message is the last thing printed, not a KeyboardInterrupt traceback after it.
+end_quietly_when_interrupted()
 
 # Every check runs here, before any resource exists: bad input stops the program with the key named.
 config = read_stack_config()

@@ -317,3 +317,22 @@ def test_pgpool_exporter_and_dashboard_are_uploaded_then_installed() -> None:
 def test_missing_pgpool_exporter_binary_fails_before_any_resource(tmp_path: Path) -> None:
     run = run_program("dev", overrides={"monitoring": {"pgpoolExporterBinary": str(tmp_path / "nothing")}})
     _fails_before_any_resource(run, "pgpool-ha:monitoring.pgpoolExporterBinary:", "make engine")
+
+
+def test_an_interrupted_program_ends_with_the_reported_code_and_no_traceback() -> None:
+    """The language host's SIGINT (the engine stopped the deployment) ends the program at once: the runtime's
+    "already reported" code, nothing on stderr. Without the handler the same signal prints a KeyboardInterrupt."""
+    import subprocess
+    import sys
+
+    from components.interrupt import ALREADY_REPORTED
+
+    body = "import os, signal, time\n{install}os.kill(os.getpid(), signal.SIGINT)\ntime.sleep(10)\n"
+    root = Path(__file__).resolve().parents[2]
+    install = "from components.interrupt import end_quietly_when_interrupted\nassert end_quietly_when_interrupted()\n"
+    quiet = subprocess.run([sys.executable, "-c", body.format(install=install)], cwd=root, capture_output=True,
+                           text=True, timeout=30)  # fmt: skip
+    assert (quiet.returncode, quiet.stderr) == (ALREADY_REPORTED, "")
+    default = subprocess.run([sys.executable, "-c", body.format(install="")], cwd=root, capture_output=True,
+                             text=True, timeout=30)  # fmt: skip
+    assert "KeyboardInterrupt" in default.stderr
