@@ -236,7 +236,10 @@ class HostFacts:
 
         def fingerprints(secrets: ClusterSecrets) -> list[tuple[str, str]]:
             files = self._with(secrets)
-            return [service_fingerprints(files, service, secret=True) for service in services]
+            return [
+                service_fingerprints(files, service, pgpool_version=self.config.pgpool.version, secret=True)
+                for service in services
+            ]
 
         return fingerprints
 
@@ -266,7 +269,9 @@ def _postgresql_values(files: list[ServerFile]) -> tuple[list[str], dict[str, st
 def host_facts(config: ClusterConfig, host: Node) -> HostFacts:
     files = render_node_files(config, host, ClusterSecrets.placeholders())
     restart_only, hot_standby = _postgresql_values(files)
-    fingerprints = {service: service_fingerprints(files, service) for service in SERVICES}
+    fingerprints = {
+        service: service_fingerprints(files, service, pgpool_version=config.pgpool.version) for service in SERVICES
+    }
     return HostFacts(config, host, files, fingerprints, restart_only, hot_standby)
 
 

@@ -1,10 +1,11 @@
 """What a change to a rendered file means for the running services: settings parsed, fingerprints of what a
-restart or a reload applies. The tables (which settings a reload applies) are data: components/data/*.yaml."""
+restart or a reload applies. The tables (which settings a reload applies) are data: components/data/."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
     from .render import ServerFile
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
+# pgpool-II parameter contexts (its CFGCXT_*) whose settings a reload (SIGHUP) applies; BOOT and INIT need a restart.
+RELOAD_CONTEXTS = frozenset({"RELOAD", "SESSION", "PCP"})
 
 
 @functools.cache
@@ -23,8 +26,14 @@ def _table(name: str) -> dict[str, Any]:
 
 
 @functools.cache
-def pgpool_reloadable_settings() -> frozenset[str]:
-    return frozenset(_table("pgpool")["reloadable"])
+def pgpool_reloadable_settings(version: str) -> frozenset[str]:
+    """The parameters a reload applies in pgpool-II `version` (major.minor), from its source's contexts
+    (data/pgpool-contexts.json, written by scripts/pgpool_contexts_data.py) less the watchdog's (data/pgpool.yaml)."""
+    contexts: dict[str, dict[str, str]] = json.loads((DATA_DIR / "pgpool-contexts.json").read_text())["contexts"]
+    if version not in contexts:
+        raise ValueError(f"no parameter contexts recorded for pgpool-II {version} (scripts/pgpool_contexts_data.py)")
+    held: set[str] = set(_table("pgpool")["restart_despite_context"])
+    return frozenset(n for n, context in contexts[version].items() if context in RELOAD_CONTEXTS and n not in held)
 
 
 @functools.cache
@@ -55,18 +64,22 @@ def postgresql_restart_only(name: str) -> bool:
     return name in postgresql_restart_only_settings() or "." in name
 
 
-def pgpool_reloadable(name: str) -> bool:
-    if name in pgpool_reloadable_settings():
-        return True
+def pgpool_reloadable(name: str, version: str) -> bool:
+    """Does a reload apply `name` in pgpool-II `version`? Unknown names count as restart-only."""
     per_backend: list[str] = _table("pgpool")["reloadable_per_backend"]
-    return any(name.startswith(prefix) and name[len(prefix) :].isdigit() for prefix in per_backend)
+    base = name.rstrip("0123456789")
+    if base != name and base.startswith("backend_"):
+        return base in per_backend
+    return name.lower() in pgpool_reloadable_settings(version)
 
 
 def _digest(parts: list[str]) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
-def service_fingerprints(files: list[ServerFile], service: str, *, secret: bool = False) -> tuple[str, str]:
+def service_fingerprints(
+    files: list[ServerFile], service: str, *, pgpool_version: str, secret: bool = False
+) -> tuple[str, str]:
     """(restart, reload) fingerprints of the files of `service` (secret ones or non-secret ones).
 
     A `params` file is split per parameter: pgpool's restart-only settings go into the restart fingerprint, the rest
@@ -80,7 +93,7 @@ def service_fingerprints(files: list[ServerFile], service: str, *, secret: bool 
             continue
         if file.apply == "params":
             for name, value in sorted(parse_settings(file.content).items()):
-                target = reload if service == "pgpool2" and pgpool_reloadable(name) else restart
+                target = reload if service == "pgpool2" and pgpool_reloadable(name, pgpool_version) else restart
                 target.append(f"{file.path}:{name}={value}")
         elif file.apply == "restart":
             restart.append(f"{file.path}:{file.content}")

@@ -312,7 +312,9 @@ def test_reloadable_change_moves_only_the_reload_fingerprint() -> None:
     restart_cfg = base.model_copy(update={"pgpool": base.pgpool.model_copy(update={"num_init_children": 50})})
 
     def fps(config):
-        return service_fingerprints(render_node_files(config, config.nodes[0], FAKE), "pgpool2")
+        return service_fingerprints(
+            render_node_files(config, config.nodes[0], FAKE), "pgpool2", pgpool_version=config.pgpool.version
+        )
 
     b, r, s = fps(base), fps(reload_cfg), fps(restart_cfg)
     assert b[0] == r[0] and b[1] != r[1]
@@ -343,7 +345,12 @@ def test_watchdog_key_is_a_secret_setting_whose_change_restarts_pgpool() -> None
     assert "wd_authkey" not in files["/etc/pgpool2/pgpool.conf"].content
 
     def fps(secrets: ClusterSecrets) -> tuple[str, str]:
-        return service_fingerprints(render_node_files(config, config.nodes[0], secrets), "pgpool2", secret=True)
+        return service_fingerprints(
+            render_node_files(config, config.nodes[0], secrets),
+            "pgpool2",
+            pgpool_version=config.pgpool.version,
+            secret=True,
+        )
 
     base = fps(FAKE)
     new_key = fps(dataclasses.replace(FAKE, watchdog_key="AnotherWatchdogKey"))
@@ -376,3 +383,46 @@ def test_scram_verifier_matches_rfc_7677() -> None:
     proof = base64.b64decode("dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
     client_key = bytes(a ^ b for a, b in zip(proof, hmac.new(stored_key, auth, "sha256").digest(), strict=True))
     assert hashlib.sha256(client_key).digest() == stored_key
+
+
+@pytest.mark.parametrize("version", ["4.3", "4.4", "4.5", "4.6", "4.7"])
+def test_every_rendered_pgpool_parameter_exists_in_that_release(version: str) -> None:
+    """pgpool-II logs an unknown parameter and goes on without it: every name the program writes must be one that
+    release's source defines (data/pgpool-contexts.json; backend_*N and the node lists are arrays)."""
+    import json
+
+    from components.services import DATA_DIR
+
+    known = json.loads((DATA_DIR / "pgpool-contexts.json").read_text())["contexts"][version]
+    config = debian12() if version == "4.3" else pgpool_version(version)
+    written = [
+        name
+        for file in ("/etc/pgpool2/pgpool.conf", "/etc/pgpool2/pgpool_local.conf", "/etc/pgpool2/pgpool_secrets.conf")
+        for name in parse_settings(files_of(config)[file].content)
+        if not name.startswith("include:")
+    ]
+    assert len(written) > 60
+    unknown = [name for name in written if name.lower() not in known and name.rstrip("0123456789").lower() not in known]
+    assert unknown == [], f"pgpool-II {version} has no parameter {unknown}"
+
+
+@pytest.mark.parametrize(
+    ("version", "setting", "reloads"),
+    [
+        ("4.3", "child_life_time", False),  # INIT in pgpool's source, whatever its docs said
+        ("4.3", "connection_life_time", False),
+        ("4.3", "log_rotation_age", False),
+        ("4.6", "log_rotation_age", True),  # made reloadable in 4.6.0
+        ("4.3", "health_check_period", True),
+        ("4.6", "log_min_messages", True),
+        ("4.3", "num_init_children", False),
+        ("4.3", "backend_weight1", True),
+        ("4.3", "backend_hostname1", False),  # an existing backend's address: restart (pgpool's docs)
+        ("4.3", "wd_authkey", False),  # RELOAD in the parser, read by the watchdog at start
+        ("4.3", "no_such_setting", False),
+    ],
+)
+def test_reload_or_restart_follows_the_release_source(version: str, setting: str, reloads: bool) -> None:
+    from components.services import pgpool_reloadable
+
+    assert pgpool_reloadable(setting, version) is reloads
