@@ -4,6 +4,7 @@ import pulumi
 
 from components.credentials import Credentials
 from components.database import HostAccess, PostgresCluster
+from components.endpoints import multi_host_uri, vip_uri
 from components.infrastructure import Infrastructure
 from components.interrupt import end_quietly_when_interrupted
 from components.pulumi_config import admin_private_key, read_stack_config
@@ -63,9 +64,12 @@ if config.monitoring_enabled and config.backup is not None:
     pulumi.export("alertmanagerUrl", f"http://{monitor}:{MONITORING_VALUES['alertmanager_port']}")
 pulumi.export(
     "connectionString",
+    pulumi.Output.secret(credentials.postgres_password.apply(lambda password: vip_uri(config, "postgres", password))),
+)
+# For clients that should not wait for the VIP to move: every node's pgpool, the first that takes a write wins.
+pulumi.export(
+    "connectionStringMultiHost",
     pulumi.Output.secret(
-        credentials.postgres_password.apply(
-            lambda password: f"postgresql://postgres:{password}@{config.vip}:{config.pgpool.port}/postgres"
-        )
+        credentials.postgres_password.apply(lambda password: multi_host_uri(config, "postgres", password))
     ),
 )

@@ -19,7 +19,9 @@ Per profile (the config of its stack file, applied to the lab stack): Lab().rese
   standby_crash: power loss of a standby that is not the leader (writes must not fail);
   standby_partition: cable pull of a standby that is not the leader, healed after the measurement;
   besides the outage, longest_gap_s: the longest time without a commit in the 20 s after the fault (a write that
-  hangs without failing counts there);
+  hangs without failing counts there); for vip_holder_crash and vip_holder_and_primary_crash, multi_host: the outage
+  of a second writer at the same time on the exported connectionStringMultiHost (every node's pgpool, the victim's
+  first, target_session_attrs=read-write and its timeouts);
 - lost_acknowledged_writes: acknowledged rows of those writers missing afterwards.
 With --synchronous every profile runs with synchronous replication (the same bounds as
 asynchronous + 1 s, 0 acknowledged rows lost). The lab is left provisioned with the last profile.
@@ -28,6 +30,7 @@ asynchronous + 1 s, 0 acknowledged rows lost). The lab is left provisioned with 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -39,11 +42,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from psycopg.conninfo import make_conninfo
+
+from components.endpoints import MULTI_HOST_OPTIONS
+
 from . import SERVERS
 from .cluster import (
     STACK_ENV,
     Cluster,
     Writer,
+    address_of,
     connect,
     missing_rows,
     settings,
@@ -67,6 +75,9 @@ FAULTS = (
     "standby_partition",
 )
 GAP_WINDOW_S = 20.0
+# Faults whose clients see the VIP move: a second writer on the exported multi-host string (victim first) runs beside
+# the VIP's writer, so both outages come from the same fault.
+MULTI_HOST_FAULTS = ("vip_holder_crash", "vip_holder_and_primary_crash")
 
 
 def say(msg: str) -> None:
@@ -196,35 +207,64 @@ def strike(c: Cluster, fault: str, victim: str) -> None:
         c.crash(victim)
 
 
+def multi_host_conninfo(victim: str) -> str:
+    """The exported multi-host string's hosts and options (components.endpoints), the victim's pgpool first: the
+    writer starts on the node the fault hits, as the VIP's writer does."""
+    port = settings().pgpool_port
+    order = [victim, *(x.name for x in SERVERS if x.name != victim)]
+    hosts = {"host": ",".join(address_of(n) for n in order), "port": ",".join([str(port)] * len(order))}
+    return make_conninfo(**hosts, **MULTI_HOST_OPTIONS)
+
+
 def measure_fault(c: Cluster, fault: str, n: int) -> tuple[dict[str, Any], int, list[dict[str, Any]]]:
     values: list[float] = []
     gaps: list[float] = []
+    multi_values: list[float] = []
     lost = 0
     runs = []
     for i in range(n):
         c.restore()  # healthy, heartbeat warmed up
         victim = arrange(c, fault)
-        with Writer(seconds=240) as w:
+        side_by_side = fault in MULTI_HOST_FAULTS
+        with contextlib.ExitStack() as writers:
+            w = writers.enter_context(Writer(seconds=240))
+            m = None
+            if side_by_side:
+                m = writers.enter_context(Writer(seconds=240, conninfo=multi_host_conninfo(victim)))
             time.sleep(3)
             t0 = time.monotonic()
             strike(c, fault, victim)
             try:
                 took = w.wait_outage(t0, 180, quiet=10)
+                multi_took = m.wait_outage(t0, 180, quiet=10) if m is not None else None
             except LabError as e:
                 raise LabError(f"{fault} #{i + 1}: {e}") from None
             time.sleep(max(1.0, t0 + GAP_WINDOW_S - time.monotonic()))
         gap = w.result.longest_gap(t0, t0 + GAP_WINDOW_S)
         if fault == "standby_partition":
             c.lab.heal(victim)
-        missing = missing_rows(w.result)
+        missing = missing_rows(w.result) + (missing_rows(m.result) if m is not None else [])
         lost += len(missing)
         values.append(took)
         gaps.append(gap)
-        runs.append(
-            {"victim": victim, "outage_s": round(took, 2), "longest_gap_s": round(gap, 2), "lost": len(missing)}
-        )
-        say(f"{fault} #{i + 1}: {victim} hit, write fails -> succeeds {took:.2f} s, longest gap {gap:.2f} s")
-    return {**stats(values), "longest_gap_s": stats(gaps)}, lost, runs
+        run: dict[str, Any] = {
+            "victim": victim,
+            "outage_s": round(took, 2),
+            "longest_gap_s": round(gap, 2),
+            "lost": len(missing),
+        }
+        line = f"{fault} #{i + 1}: {victim} hit, write fails -> succeeds {took:.2f} s, longest gap {gap:.2f} s"
+        if m is not None and multi_took is not None:
+            multi_values.append(multi_took)
+            run["multi_host_outage_s"] = round(multi_took, 2)
+            run["multi_host_longest_gap_s"] = round(m.result.longest_gap(t0, t0 + GAP_WINDOW_S), 2)
+            line += f"; multi-host client {multi_took:.2f} s"
+        runs.append(run)
+        say(line)
+    figures: dict[str, Any] = {**stats(values), "longest_gap_s": stats(gaps)}
+    if multi_values:
+        figures["multi_host"] = stats(multi_values)
+    return figures, lost, runs
 
 
 def bench_profile(profile: str, stack: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -357,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
             "first failed write -> next committed write; primary_postgres_loss = kill -9 of the postmaster, "
             "vip_holder_crash = power loss of the leader (a standby), vip_holder_and_primary_crash = power loss of "
             "the server holding both, standby_crash / standby_partition = power loss / cable pull of a standby that "
-            "is not the leader; longest_gap_s = longest time without a commit in the 20 s after the fault",
+            "is not the leader; longest_gap_s = longest time without a commit in the 20 s after the fault; "
+            "multi_host = a second writer at the same time on the multi-host string (the victim's pgpool first)",
             "provision_s": "`pulumi up` on fresh servers (empty stack) -> cluster serves (before heartbeat warm-up)",
             "throughput": "pgbench from the lab's switch namespace, same clients/duration, direct 5432 vs VIP:9999: "
             "TPC-B, -S, -S -C",

@@ -140,9 +140,20 @@ def connect(
     timeout: float = 2.0,
     application_name: str = "pgha-lab",
     autocommit: bool = True,
+    conninfo: str | None = None,
 ) -> psycopg.Connection[Any]:
-    """A new connection (VIP:9999 by default) with short timeouts: a dead peer fails fast instead of hanging."""
+    """A new connection (VIP:9999 by default) with short timeouts: a dead peer fails fast instead of hanging.
+    conninfo (libpq keywords): the hosts and timeouts are its own (a multi-host string), user and password ours."""
     s = settings()
+    if conninfo is not None:
+        return psycopg.connect(
+            conninfo,
+            user=s.user,
+            password=s.password,
+            dbname=s.dbname,
+            application_name=application_name,
+            autocommit=autocommit,
+        )
     return psycopg.connect(
         host=host or s.vip,
         port=port or s.pgpool_port,
@@ -843,8 +854,10 @@ class Writer:
         interval: float = 0.05,
         host: str | None = None,
         port: int | None = None,
+        conninfo: str | None = None,
     ) -> None:
         self.seconds = seconds
+        self.conninfo = conninfo
         self.max_rows = max_rows
         self.interval = interval
         self.host, self.port = host, port
@@ -869,7 +882,9 @@ class Writer:
             self._in_flight = (next_id, t0)
             try:
                 if self._conn is None or self._conn.closed:
-                    self._conn = connect(self.host, self.port, timeout=1, application_name="pgha-writer")
+                    self._conn = connect(
+                        self.host, self.port, timeout=1, application_name="pgha-writer", conninfo=self.conninfo
+                    )
                 row = self._conn.execute(sql, (self.result.run, next_id)).fetchone()
                 server = node_of(str(row[0])) if row and row[0] else None
                 self.result.attempts.append(Attempt(next_id, t0, time.monotonic(), True, server))

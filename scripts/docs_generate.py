@@ -163,10 +163,13 @@ def bench(kind: str, args: list[str], figures: Path) -> str:
                 if x is None:
                     continue
                 gap = x.get("longest_gap_s") or {}
+                multi = x.get("multi_host") or {}
                 rows.append([profile, sync, f"`{f}`", x.get("n"), x.get("median"), x.get("max"), x.get("values"),
-                             gap.get("median"), gap.get("max"), x.get("lost")])  # fmt: skip
+                             gap.get("median"), gap.get("max"), multi.get("median", "-"), multi.get("max", "-"),
+                             x.get("lost")])  # fmt: skip
         head = ["profile", "replication", "fault", "runs", "outage median s", "outage max s", "outages s",
-                "longest gap median s", "longest gap max s", "rows lost"]  # fmt: skip
+                "longest gap median s", "longest gap max s", "multi-host outage median s", "multi-host max s",
+                "rows lost"]  # fmt: skip
         return note + table(head, rows)
     if kind == "bench-throughput":
         rows = []

@@ -87,12 +87,16 @@ def test_a_bench_file_gives_the_outage_table(tmp_path: Path) -> None:
     fault = {"n": 2, "median": 0.9, "min": 0.8, "max": 1.0, "values": [0.8, 1.0], "lost": 0}
     fault["longest_gap_s"] = {"median": 1.1, "max": 1.2}
     tp = {"ratio": 0.75, "tps_direct": 100.0, "tps_pgpool": 75.0}
-    bench = {"profiles": {"fast": {"faults": {"primary_postgres_loss": fault}, "throughput": {"read_write": tp}}}}
+    vip = {**fault, "multi_host": {"median": 0.4, "max": 0.5}}
+    faults = {"primary_postgres_loss": fault, "vip_holder_crash": vip}
+    bench = {"profiles": {"fast": {"faults": faults, "throughput": {"read_write": tp}}}}
     (tmp_path / "bench.json").write_text(json.dumps(bench))
     page = "<!-- generated: bench-faults bench.json -->\n<!-- end generated -->\n"
     page += "<!-- generated: bench-throughput bench.json -->\n<!-- end generated -->\n"
     out = gen.regenerate(page, figures=tmp_path)
-    assert "| fast | asynchronous | `primary_postgres_loss` | 2 | 0.9 | 1.0 | 0.8 / 1.0 | 1.1 | 1.2 | 0 |" in out
+    same = "| 2 | 0.9 | 1.0 | 0.8 / 1.0 | 1.1 | 1.2 |"
+    assert f"| fast | asynchronous | `primary_postgres_loss` {same} - | - | 0 |" in out
+    assert f"| fast | asynchronous | `vip_holder_crash` {same} 0.4 | 0.5 | 0 |" in out
     assert "| fast | `read_write` | 100.0 | 75.0 | 0.75 |" in out
 
 

@@ -159,6 +159,10 @@ def test_secrets_stay_secret() -> None:
     assert "connectionString" in run.secret_outputs
     assert password in run.outputs["connectionString"]
     assert run.outputs["connectionString"].endswith("@192.168.137.150:9999/postgres")
+    assert "connectionStringMultiHost" in run.secret_outputs
+    multi = run.outputs["connectionStringMultiHost"]
+    assert password in multi and "target_session_attrs=read-write" in multi
+    assert "@192.168.137.11:9999,192.168.137.12:9999,192.168.137.13:9999/postgres?" in multi, multi
 
 
 def test_generated_passwords_when_none_configured() -> None:
