@@ -13,7 +13,8 @@ import pulumi
 import pulumi_command as command
 
 from .config import ClusterConfig, Node
-from .plan import Step, provisioning_plan
+from .drift import ServerDrift
+from .plan import Step, drift_observe_command, provisioning_plan
 from .secrets import ClusterSecrets
 
 PKG = "pgha"
@@ -87,6 +88,21 @@ class PostgresCluster(pulumi.ComponentResource):
             )
             owners[config.backup.host.name] = self.repository
         self.commands = {}
+        # One per host: `pulumi refresh` asks it what differs from the server's manifest (components.drift).
+        self.drift = {
+            name: ServerDrift(
+                f"{name}-drift",
+                node=name,
+                host=access.host,
+                port=access.port,
+                user=access.user,
+                private_key=access.private_key,
+                observe=drift_observe_command(config),
+                opts=pulumi.ResourceOptions(parent=owners[name]),
+            )
+            for name, access in hosts.items()
+            if name in owners
+        }
         placeholders = ClusterSecrets.placeholders()
         for step in provisioning_plan(config):
             access = hosts[step.node]
@@ -118,7 +134,7 @@ class PostgresCluster(pulumi.ComponentResource):
                 f"{step.node}-{step.name}",
                 connection=connection,
                 create=step.create,
-                update=step.update,
+                update=self._update_command(step),
                 delete=step.delete,
                 stdin=_stdin(step, secrets, placeholders),
                 # No step reads PULUMI_COMMAND_STDOUT; sshd (AcceptEnv) refuses it anyway and the engine warned on
@@ -136,6 +152,20 @@ class PostgresCluster(pulumi.ComponentResource):
         for owner in owners.values():
             owner.finish()
         self.register_outputs({"steps": len(self.commands)})
+
+    def _update_command(self, step: Step) -> pulumi.Input[str] | None:
+        """The step's update command; for a step that manages drift keys, followed by a shell comment carrying the
+        keys' drift counters. A refresh that found one drifted raises its counter, which changes the comment, so the
+        step runs again (an update: pulumi-command would replace a step whose `triggers` change, running a
+        service step's delete) and repairs what it manages."""
+        if not step.drift_keys:
+            return step.update
+        command_text = step.update or step.create
+        return (
+            self.drift[step.node]
+            .generations_of(step.drift_keys)
+            .apply(lambda counts: f"{command_text}\n# drift counters: {' '.join(map(str, counts))}")
+        )
 
 
 def _stdin(

@@ -66,6 +66,8 @@ class Step:
     secret: bool = False  # stdin is derived from secrets: Pulumi wraps it as a secret, render shows placeholders
     after: tuple[str, ...] = ()  # dependencies, as "node/name"
     upload: Upload | None = None  # a local file copied to the node before the command runs
+    # Managed paths and units whose drift (components.drift, found by `pulumi refresh`) runs this step's update again.
+    drift_keys: tuple[str, ...] = ()
 
     @property
     def ref(self) -> str:
@@ -141,10 +143,19 @@ def _file_step_name(path: str) -> str:
     return f"file-{slug}"
 
 
+def drift_observe_command(config: ClusterConfig) -> str:
+    """What `pulumi refresh` runs on every host (components.drift): the manifest compared with the server."""
+    return _command(config, "drift-observe")
+
+
 def put_file_command(config: ClusterConfig, file: ServerFile) -> str:
     if file.kind == "block":
         return _command(config, "put-block", file.path)
-    return _command(config, "put-file", file.path, file.mode, f"{file.owner}:{file.group}", file.validate or "")
+    notify = ""
+    if file.service == "pgpool2" and file.apply != "none":
+        # pgpool-service applies a rewritten file even when the settings' fingerprints did not change (a repair).
+        notify = "pgpool-restart" if file.apply == "restart" else "pgpool-reload"
+    return _command(config, "put-file", file.path, file.mode, f"{file.owner}:{file.group}", file.validate or "", notify)
 
 
 def _file_step(config: ClusterConfig, facts: HostFacts, file: ServerFile, after: Sequence[str]) -> Step:
@@ -155,7 +166,13 @@ def _file_step(config: ClusterConfig, facts: HostFacts, file: ServerFile, after:
         stdin=facts.content(file.path),
         secret=file.secret,
         after=tuple(after),
+        drift_keys=(file.path,) if file.kind == "file" else (),
     )
+
+
+def _applied_by(facts: HostFacts, service: str) -> tuple[str, ...]:
+    """The managed files whose change `service`'s step applies (reload or restart): a repaired one runs it again."""
+    return tuple(f.path for f in facts.files if f.service == service and f.apply != "none" and f.kind == "file")
 
 
 def _roles_sql(config: ClusterConfig) -> Callable[[ClusterSecrets], str]:
@@ -249,7 +266,8 @@ def _host_keys_and_firewall(graph: _Graph, host: Node, scanned: Sequence[Node], 
         Step(h, "ssh-known-hosts", _command(config, "ssh-known-hosts", name="known-hosts", hosts=scanned,
                                             known_hosts=known_hosts, owner=user),
              after=(hosts_ref, *after)),
-        Step(h, "firewall", _command(config, "firewall"), after=tuple(fw_after)),
+        Step(h, "firewall", _command(config, "firewall"), after=tuple(fw_after),
+             drift_keys=("/etc/nftables.conf",) if config.firewall.enabled else ()),
     )  # fmt: skip
 
 
@@ -317,10 +335,11 @@ def _node_files(graph: _Graph, node: Node) -> None:
     repository_up = [f"{config.backup.host.name}/packages"] if config.backup is not None else []
     graph.files[n] += _host_keys_and_firewall(graph, node, config.all_hosts, repository_up)
     sysctl_ref = f"{n}/{_file_step_name('/etc/sysctl.d/60-pgha.conf')}"
-    graph.files[n] += graph.add(Step(n, "kernel-settings", _command(config, "kernel-settings"), after=(sysctl_ref,)))
+    graph.files[n] += graph.add(Step(n, "kernel-settings", _command(config, "kernel-settings"), after=(sysctl_ref,),
+                                     drift_keys=("/etc/sysctl.d/60-pgha.conf",)))  # fmt: skip
     restart, reload = facts.fingerprints["postgresql"]
     graph.add(Step(n, "postgresql-config", _command(config, "postgresql-config", fingerprint=f"{restart}-{reload}"),
-                   after=(*pg_refs, hosts_ref)))  # fmt: skip
+                   after=(*pg_refs, hosts_ref), drift_keys=_applied_by(facts, "postgresql")))  # fmt: skip
 
 
 # --- phase 2 and 3: the data ---------------------------------------------------------------------------------------
@@ -381,7 +400,8 @@ def _pgpool_rollout(graph: _Graph, members: list[str]) -> None:
         previous = graph.add(
             Step(n, "pgpool-service", _command(config, "pgpool-service", restart_fp, reload_fp),
                  delete=_command(config, "pgpool-service.delete", vip, config.vip_interface, name="pgpool-stop"),
-                 after=(*graph.files[n], *graph.ready, *previous))
+                 after=(*graph.files[n], *graph.ready, *previous),
+                 drift_keys=("pgpool2", *_applied_by(graph.facts[n], "pgpool2")))
         )  # fmt: skip
     attach = graph.add(
         *(

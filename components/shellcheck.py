@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from .config import ClusterConfig
-from .plan import provisioning_plan
+from .plan import drift_observe_command, provisioning_plan
 from .render import render_node_files
 from .secrets import ClusterSecrets
 
@@ -19,14 +19,18 @@ from .secrets import ClusterSecrets
 def rendered_programs(config: ClusterConfig) -> dict[str, str]:
     """label -> bash program, one entry per distinct program (many file steps run the same put-file program)."""
     programs: dict[str, str] = {}
-    for step in provisioning_plan(config):
-        for kind, command in (("create", step.create), ("update", step.update), ("delete", step.delete)):
-            if command is None:
-                continue
-            words = shlex.split(command)
-            if words[:4] != ["sudo", "-n", "/bin/bash", "-c"]:
-                raise ValueError(f"{step.ref} ({kind}): not a `sudo -n /bin/bash -c` command")
-            programs.setdefault("#!/bin/bash\n" + words[4], f"step {step.ref} ({kind})")
+    commands = [
+        (f"step {step.ref} ({kind})", command)
+        for step in provisioning_plan(config)
+        for kind, command in (("create", step.create), ("update", step.update), ("delete", step.delete))
+        if command is not None
+    ]
+    commands.append(("refresh's drift-observe (components.drift)", drift_observe_command(config)))
+    for label, command in commands:
+        words = shlex.split(command)
+        if words[:4] != ["sudo", "-n", "/bin/bash", "-c"]:
+            raise ValueError(f"{label}: not a `sudo -n /bin/bash -c` command")
+        programs.setdefault("#!/bin/bash\n" + words[4], label)
     for host in config.all_hosts:
         for file in render_node_files(config, host, ClusterSecrets.placeholders()):
             if file.is_script:

@@ -505,9 +505,18 @@ class LabStack:
             return False
         return any(s.get("name") == self.stack for s in json.loads(listed.output or "[]"))
 
-    def up(self, source: str | None = None, overrides: Mapping[str, Any] | None = None, **kw: Any) -> EngineRun:
+    def up(
+        self,
+        source: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        refresh: bool = False,
+        **kw: Any,
+    ) -> EngineRun:
+        """`up`; with refresh, `up --refresh` (the servers' drift read first, then repaired)."""
         self.ensure(source, overrides)
-        return self.run("up", "--yes", "--skip-preview", "--diff", *self._stack_args(), **kw)
+        extra = ["--refresh"] if refresh else []
+        return self.run("up", "--yes", "--skip-preview", "--diff", *extra, *self._stack_args(), **kw)
 
     def preview(
         self,
@@ -515,18 +524,26 @@ class LabStack:
         overrides: Mapping[str, Any] | None = None,
         *,
         expect_no_changes: bool = False,
+        refresh: bool = False,
         **kw: Any,
     ) -> EngineRun:
         self.ensure(source, overrides)
         extra = ["--expect-no-changes"] if expect_no_changes else []
+        extra += ["--refresh"] if refresh else []
         return self.run("preview", "--diff", *extra, *self._stack_args(), **kw)
 
-    def plan(self, source: str | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, str]:
-        """What `preview` would do, per resource name: {'server1-pgpool-service': 'update', ...} (no 'same')."""
+    def plan(
+        self, source: str | None = None, overrides: Mapping[str, Any] | None = None, *, refresh: bool = False
+    ) -> dict[str, str]:
+        """What `preview` would do, per resource name: {'server1-pgpool-service': 'update', ...} (no 'same'; with
+        refresh, the refresh's own reads left out)."""
         self.ensure(source, overrides)
-        run = self.run("preview", "--json", *self._stack_args(), echo=False)
+        extra = ["--refresh"] if refresh else []
+        run = self.run("preview", "--json", *extra, *self._stack_args(), echo=False)
         steps = json.loads(run.output[run.output.index("{") :]).get("steps") or []
-        return {step["urn"].rsplit("::", 1)[1]: step["op"] for step in steps if step.get("op") != "same"}
+        return {
+            step["urn"].rsplit("::", 1)[1]: step["op"] for step in steps if step.get("op") not in ("same", "refresh")
+        }
 
     def refresh(self, **kw: Any) -> EngineRun:
         self.ensure()
@@ -685,18 +702,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--progress", action="store_true", help="progress, errors and summary only; the full output to a log file"
     )
+    parser.add_argument("--refresh", action="store_true", help="up/preview: read the servers' drift first")
+    parser.add_argument("--expect-no-changes", action="store_true", help="preview: fail when anything would change")
     args = parser.parse_args(argv)
     stack = LabStack(args.stack, echo=not args.progress, progress=args.progress)
     try:
         match args.verb:
             case "up":
-                r = stack.up(args.config)
+                r = stack.up(args.config, refresh=args.refresh)
                 if args.progress:
                     _print_outputs(stack)
                 else:
                     print(f"engine: up in {r.seconds:.1f} s: {r.changes}")
             case "preview":
-                stack.preview(args.config)
+                stack.preview(args.config, refresh=args.refresh, expect_no_changes=args.expect_no_changes)
             case "refresh":
                 stack.refresh()
             case "destroy":

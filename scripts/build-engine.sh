@@ -103,6 +103,13 @@ else
     printf '%s\n' "$stamp" >"$STAMPS/pulumi"
 fi
 
+# ---- the dynamic-provider launcher (components/drift.py's ServerDrift) -------------------------------------
+# Every CLI release ships sdk/python/dist/pulumi-resource-pulumi-python next to `pulumi`; it is upstream's script,
+# taken from the SDK module the CLI was built from (in the Go module cache), so the engine finds it bundled.
+sdk_dir=$(cd "$ENGINE_MOD" && go list -m -f '{{.Dir}}' github.com/pulumi/pulumi/sdk/v3)
+install -m 0755 "$sdk_dir/python/dist/pulumi-resource-pulumi-python" "$BIN/pulumi-resource-pulumi-python"
+log "pulumi-resource-pulumi-python: from $sdk_dir"
+
 # ---- upstream Python language host -----------------------------------------------------------------------
 # Its go.mod replaces pkg/sdk with the monorepo's own directories; build it against the CLI's release instead.
 build_langhost() {

@@ -53,12 +53,14 @@ def _up_under_a_writer(
     return run, result, primary
 
 
-def _up_while_writing(stack: LabStack, overrides: dict[str, Any], cluster: Cluster | None = None) -> tuple[Any, Any]:
-    """`up` while a writer commits a numbered row through the VIP every 20 ms on one open session (bounded); with
-    a cluster, the writer also waits for the VIP to answer after the up."""
+def _up_while_writing(
+    stack: LabStack, overrides: dict[str, Any], cluster: Cluster | None = None, *, refresh: bool = False
+) -> tuple[Any, Any]:
+    """`up` (with refresh: `up --refresh`) while a writer commits a numbered row through the VIP every 20 ms on one
+    open session (bounded); with a cluster, the writer also waits for the VIP to answer after the up."""
     with Writer(seconds=900, interval=0.02) as writer:
         time.sleep(2)
-        run = stack.up(overrides=overrides)
+        run = stack.up(overrides=overrides, refresh=refresh)
         ENGINE_OUTPUT.append(run.output)
         if cluster is not None:
             cluster.wait_for_vip(60)

@@ -28,6 +28,7 @@ from tests.lifecycle.day2 import (
     _longest_gap_between_successes,
     _report_and_check_writes,
     _up_under_a_writer,
+    _up_while_writing,
 )
 
 pytestmark = [pytest.mark.phase("changes")]
@@ -51,6 +52,70 @@ def test_refresh_finds_no_drift(stack: LabStack, report: dict[str, Any]) -> None
     report["refresh_s"] = round(refresh.seconds, 1)
     check = stack.preview(expect_no_changes=True)
     ENGINE_OUTPUT.append(check.output)
+
+
+def test_drift_on_the_servers_is_named_by_a_refreshed_preview_and_repaired_by_up_refresh(
+    stack: LabStack, cluster: Cluster, lab: Lab, report: dict[str, Any]
+) -> None:
+    """Changes by hand on three nodes: a rule appended to pool_hba.conf, a managed script deleted, .pgpass made
+    world-readable, pgpool stopped on a standby and disabled on the primary. A plain preview sees nothing (it asks no
+    server); `preview --refresh` names each, and plans exactly the steps that repair them; `up --refresh` repairs
+    them while a writer commits through the VIP (no failed write, no failover); the next `preview --refresh` is
+    clean."""
+    cluster.restore(warmup=False)
+    primary = primary_node()
+    assert primary is not None
+    holder = cluster.wait_for_vip(60)
+    standbys = [n for n in NODES if n != primary]
+    stopped = next(n for n in standbys if n != holder)  # stopping the VIP holder's pgpool would move the VIP
+    edited = next(n for n in standbys if n != stopped)
+    hba, script, pgpass = (
+        "/etc/pgpool2/pool_hba.conf",
+        "/usr/local/lib/pgha/pgha-passwords",
+        "/var/lib/postgresql/.pgpass",
+    )
+    lab.exec(edited, f"echo 'host all all 0.0.0.0/0 trust' >>{hba}", check=True)
+    lab.exec(primary, f"rm -f {script} && chmod 0644 {pgpass} && systemctl disable --quiet pgpool2", check=True)
+    lab.exec(stopped, "systemctl stop pgpool2", check=True)
+    drifted = {
+        f"{edited}-file-etc-pgpool2-pool_hbaconf",
+        f"{edited}-pgpool-service",
+        f"{primary}-file-usr-local-lib-pgha-pgha-passwords",
+        f"{primary}-file-var-lib-postgresql-pgpass",
+        f"{primary}-pgpool-service",
+        f"{stopped}-pgpool-service",
+    }
+    try:
+        plain = stack.plan()
+        assert plain == {}, f"a plain preview asked the servers: {plain}"
+        t0 = time.monotonic()
+        shown = stack.preview(refresh=True)
+        report["preview_refresh_s"] = round(time.monotonic() - t0, 1)
+        ENGINE_OUTPUT.append(shown.output)
+        for named in (f"{hba}: \"content differs\"", f"{script}: \"missing\"", "mode 644, the program set 600",
+                      "inactive, the program started it", "disabled, the program enabled it"):  # fmt: skip
+            assert named in shown.output, f"{named!r} not in the refreshed preview:\n{shown.output[-4000:]}"
+        planned = stack.plan(refresh=True)
+        assert planned == dict.fromkeys(drifted, "update"), planned
+        run, result = _up_while_writing(stack, {}, cluster, refresh=True)
+    finally:  # whatever failed above, the later tests get the servers the stack describes
+        lab.exec(edited, f"sed -i '/0.0.0.0\\/0 trust/d' {hba}")
+        lab.exec(primary, "systemctl enable --quiet pgpool2")
+        lab.exec(stopped, "systemctl start pgpool2")
+    _report_and_check_writes(report, run, result, primary_before=primary, primary_after=primary_node())
+    assert not result.failures, f"writes failed during the repair: {[a.error for a in result.failures][:5]}"
+    assert primary_node() == primary, "the repair failed the primary over"
+    assert "trust" not in lab.exec(edited, f"cat {hba}").stdout
+    assert lab.exec(primary, f"stat -c %a {pgpass}; test -x {script} && echo present").stdout.split() == [
+        "600",
+        "present",
+    ]
+    assert lab.exec(primary, "systemctl is-enabled pgpool2").stdout.strip() == "enabled"
+    assert lab.exec(stopped, "systemctl is-active pgpool2").stdout.strip() == "active"
+    assert "reloaded (a file it reads was rewritten)" in run.output, run.output[-4000:]
+    clean = stack.preview(refresh=True, expect_no_changes=True)
+    ENGINE_OUTPUT.append(clean.output)
+    cluster.wait_healthy(120, warmup=False)
 
 
 def _pgpool_uptimes(cluster: Cluster) -> dict[str, float]:

@@ -340,3 +340,21 @@ def test_an_interrupted_program_ends_with_the_reported_code_and_no_traceback() -
     default = subprocess.run([sys.executable, "-c", body.format(install="")], cwd=root, capture_output=True,
                              text=True, timeout=30)  # fmt: skip
     assert "KeyboardInterrupt" in default.stderr
+
+
+def test_every_host_has_a_drift_resource_whose_counters_are_in_its_repairing_steps_updates() -> None:
+    """One ServerDrift per host, its private key secret; the steps that carry drift keys end their update command
+    with the counters (an update, never a replace: no `triggers`); the others do not."""
+    run = run_program("dev")
+    run.assert_ran()
+    drift = {r.name: r for r in run.of_type("pulumi-python:dynamic:Resource")}
+    assert set(drift) == {"server1-drift", "server2-drift", "server3-drift", "backup-drift"}, set(drift)
+    for resource in drift.values():
+        assert resource.is_secret("private_key"), f"{resource.name}: private key not secret"
+        assert "drift-observe" in resource.plain("observe")
+    commands = {c.name: c for c in run.of_type(COMMAND)}
+    assert all(c.inputs.get("triggers") is None for c in commands.values())
+    triggered = {name for name, c in commands.items() if "# drift counters: " in (c.plain("update") or "")}
+    assert "server1-file-etc-pgpool2-pool_hbaconf" in triggered
+    assert "server1-pgpool-service" in triggered
+    assert "server1-packages" not in triggered
