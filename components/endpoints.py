@@ -7,12 +7,12 @@ from urllib.parse import quote, urlencode
 
 from .config import ClusterConfig
 
-# libpq settings of the multi-host string, and why. A client tries the hosts in order and keeps the first that takes
-# a write; each pgpool sends every write to the primary, so any live one serves.
+# libpq settings of the multi-host string, and why. A client tries the hosts in order and keeps the first that
+# accepts the session; each pgpool sends every write to the primary, so any live one serves.
+# No target_session_attrs=read-write: pgpool-II 4.3.5 reports in_hot_standby=on at login when a standby's startup
+# answer is the one it passes on (measured on the lab: every session through every pgpool), so libpq would refuse
+# every pgpool as read-only although each one sends writes to the primary.
 MULTI_HOST_OPTIONS = {
-    # read-write: libpq reads in_hot_standby and default_transaction_read_only from the startup answer (pgpool
-    # passes the primary's), so a pgpool that cannot reach a primary is skipped.
-    "target_session_attrs": "read-write",
     # Seconds per host: a powered-off node's address does not answer at all; 2 s before the next host is tried.
     "connect_timeout": "2",
     # A session on a node that dies gets no RST: unacknowledged data for 3 s, or 2 s of silence and two lost

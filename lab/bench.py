@@ -21,7 +21,7 @@ Per profile (the config of its stack file, applied to the lab stack): Lab().rese
   besides the outage, longest_gap_s: the longest time without a commit in the 20 s after the fault (a write that
   hangs without failing counts there); for vip_holder_crash and vip_holder_and_primary_crash, multi_host: the outage
   of a second writer at the same time on the exported connectionStringMultiHost (every node's pgpool, the victim's
-  first, target_session_attrs=read-write and its timeouts);
+  first, with its timeouts);
 - lost_acknowledged_writes: acknowledged rows of those writers missing afterwards.
 With --synchronous every profile runs with synchronous replication (the same bounds as
 asynchronous + 1 s, 0 acknowledged rows lost). The lab is left provisioned with the last profile.

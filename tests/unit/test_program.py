@@ -161,7 +161,7 @@ def test_secrets_stay_secret() -> None:
     assert run.outputs["connectionString"].endswith("@192.168.137.150:9999/postgres")
     assert "connectionStringMultiHost" in run.secret_outputs
     multi = run.outputs["connectionStringMultiHost"]
-    assert password in multi and "target_session_attrs=read-write" in multi
+    assert password in multi and "tcp_user_timeout=3000" in multi
     assert "@192.168.137.11:9999,192.168.137.12:9999,192.168.137.13:9999/postgres?" in multi, multi
 
 
