@@ -21,8 +21,10 @@ from lab.cluster import (
     Cluster,
     address_of,
     ensure_writes_table,
-    query,
+    try_query,
 )
+from lab.util import wait_for
+from tests.ha.drills import VIP_S
 
 pytestmark = [pytest.mark.phase("drills")]
 
@@ -72,5 +74,11 @@ def test_n_the_multi_host_string_writes_through_the_next_pgpool_when_the_first_i
             assert (conn.info.host, row) == (listed[1], (3,)), f"psycopg wrote through {conn.info.host}: {row}"
     finally:
         c.lab.start_service(first, PGPOOL_UNIT)
-    written = query(f"{NO_LB}SELECT id FROM {WRITES_TABLE} WHERE run = %s ORDER BY id", (run,))
+    # Through the VIP, which moved if the stopped pgpool held it.
+    written = wait_for(
+        "the rows through the VIP",
+        lambda: try_query(f"{NO_LB}SELECT id FROM {WRITES_TABLE} WHERE run = %s ORDER BY id", (run,)),
+        VIP_S,
+        1.0,
+    )
     assert [r[0] for r in written] == [1, 2, 3]
