@@ -133,7 +133,9 @@ class ServerDrift(pulumi.dynamic.Resource):
             "drift": None,
             "generations": None,
         }
-        super().__init__(_DriftProvider(), name, props, opts)
+        # read() returns the key among its outputs in plain form: without this, a refresh would store it unencrypted.
+        secret = pulumi.ResourceOptions(additional_secret_outputs=["private_key"])
+        super().__init__(_DriftProvider(), name, props, pulumi.ResourceOptions.merge(opts, secret))
 
     def generations_of(self, keys: tuple[str, ...]) -> pulumi.Output[list[int]]:
         """The counters of `keys`: they change only when a refresh found one of them drifted."""

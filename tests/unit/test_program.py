@@ -351,6 +351,8 @@ def test_every_host_has_a_drift_resource_whose_counters_are_in_its_repairing_ste
     assert set(drift) == {"server1-drift", "server2-drift", "server3-drift", "backup-drift"}, set(drift)
     for resource in drift.values():
         assert resource.is_secret("private_key"), f"{resource.name}: private key not secret"
+        # A refresh's read returns the key as an output: the engine must keep that output secret too.
+        assert "private_key" in resource.additional_secret_outputs, resource.additional_secret_outputs
         assert "drift-observe" in resource.plain("observe")
     commands = {c.name: c for c in run.of_type(COMMAND)}
     assert all(c.inputs.get("triggers") is None for c in commands.values())
