@@ -65,12 +65,12 @@ def postgresql_restart_only(name: str) -> bool:
 
 
 def pgpool_reloadable(name: str, version: str) -> bool:
-    """Does a reload apply `name` in pgpool-II `version`? Unknown names count as restart-only."""
-    per_backend: list[str] = _table("pgpool")["reloadable_per_backend"]
-    base = name.rstrip("0123456789")
-    if base != name and base.startswith("backend_"):
-        return base in per_backend
-    return name.lower() in pgpool_reloadable_settings(version)
+    """Does a reload apply `name` in pgpool-II `version`? An array's element (backend_weight1, hostname0) counts as
+    its array; unknown names count as restart-only."""
+    base = name.lower().rstrip("0123456789")
+    if base != name.lower() and base.startswith("backend_"):
+        return base in _table("pgpool")["reloadable_per_backend"]
+    return base in pgpool_reloadable_settings(version)
 
 
 def _digest(parts: list[str]) -> str:

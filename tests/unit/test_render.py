@@ -419,6 +419,8 @@ def test_every_rendered_pgpool_parameter_exists_in_that_release(version: str) ->
         ("4.3", "backend_weight1", True),
         ("4.3", "backend_hostname1", False),  # an existing backend's address: restart (pgpool's docs)
         ("4.3", "wd_authkey", False),  # RELOAD in the parser, read by the watchdog at start
+        ("4.3", "hostname1", False),  # a watchdog node list: its array is RELOAD in the parser, held to a restart
+        ("4.3", "sr_check_period", True),
         ("4.3", "no_such_setting", False),
     ],
 )
